@@ -1,0 +1,63 @@
+# modelgate. `make test` needs nothing installed beforehand but Python 3.11 and apt.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PIP_VERSION := 26.3
+# Debian tools the offline suite uses, as "command:package" pairs.
+DEBIAN_TOOLS :=
+
+.PHONY: help install test lint typecheck unit demo reference lock tools clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install: $(INSTALLED) ## create .venv with both packages, their console scripts and the dev tools
+
+$(INSTALLED): operator/pyproject.toml serving-image/pyproject.toml requirements-dev.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -r requirements-dev.txt \
+		-e ./operator -e ./serving-image
+	touch $@
+
+tools: ## install the Debian tools the suite uses, if missing
+	@missing=""; for pair in $(DEBIAN_TOOLS); do \
+		command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+
+lint: install ## ruff and the import-layer contracts
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
+
+typecheck: install ## mypy --strict over both packages
+	$(BIN)/mypy
+
+unit: install tools ## the pytest suite
+	$(BIN)/pytest
+
+test: lint typecheck unit ## everything offline: lint, types, tests (installs what it needs)
+
+demo: install ## run the main scenario (kind when Docker and kind are present, else the sandbox)
+	@echo "make demo: the operator and its sandbox are not built yet (issue 5);"
+	@echo "for now, this validates the examples with the same code the operator will use:"
+	$(BIN)/modelgate validate manifests/examples/*.yaml
+
+reference: install ## regenerate the ModelDeployment reference in README.md from the CRD
+	$(BIN)/python docs/gen_reference.py --write README.md
+
+lock: ## re-pin every transitive dependency into constraints.txt (needs network)
+	rm -rf /tmp/modelgate-lock && $(PYTHON) -m venv /tmp/modelgate-lock
+	/tmp/modelgate-lock/bin/pip install --quiet -r requirements-dev.txt ./operator ./serving-image
+	/tmp/modelgate-lock/bin/pip freeze --exclude modelgate --exclude modelgate-serving \
+		| sed '1i # Every package of the dev environment, pinned. Regenerate with `make lock`.' \
+		> constraints.txt
+
+clean: ## remove the venv and caches
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

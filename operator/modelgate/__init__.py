@@ -1,0 +1,3 @@
+"""modelgate: progressive delivery of scikit-learn models on Kubernetes."""
+
+__version__ = "0.1.0"
