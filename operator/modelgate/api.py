@@ -61,6 +61,35 @@ RESERVED_ENV_PREFIX = "MODELGATE_"
 
 QUERY_VARIABLES = frozenset({"name", "namespace", "version", "interval"})
 
+_MODEL_FIELDS = ("version", "uri", "sha256", "format", "trusted", "trustedTypes")
+_KEY_REF_FIELDS = ("name", "key")
+FIELDS: dict[str, tuple[str, ...]] = {
+    "spec": ("model", "baseline", "serving", "rollout", "analysis", "trafficRouter"),
+    "spec.model": ("name", *_MODEL_FIELDS),
+    "spec.baseline": _MODEL_FIELDS,
+    "spec.serving": ("image", "imagePullPolicy", "replicas", "port", "workers", "resources",
+                     "env", "batching"),
+    "spec.serving.resources": ("requests", "limits"),
+    "spec.serving.env[*]": ("name", "value", "valueFrom"),
+    "spec.serving.env[*].valueFrom": ("secretKeyRef", "configMapKeyRef"),
+    "spec.serving.env[*].valueFrom.secretKeyRef": _KEY_REF_FIELDS,
+    "spec.serving.env[*].valueFrom.configMapKeyRef": _KEY_REF_FIELDS,
+    "spec.serving.batching": ("mode", "maxBatchSize", "maxWait"),
+    "spec.rollout": ("steps", "stepWeight", "maxWeight", "interval", "promotion", "onFailure"),
+    "spec.rollout.steps[*]": ("setWeight", "pause", "analysis"),
+    "spec.rollout.steps[*].pause": ("duration",),
+    "spec.rollout.steps[*].analysis": ("maxDuration",),
+    "spec.analysis": ("interval", "alpha", "minSamples", "maxDuration", "onInconclusive",
+                      "providerErrorLimit", "provider", "metrics"),
+    "spec.analysis.provider": ("type", "address", "timeout"),
+    "spec.analysis.metrics[*]": ("name", "type", "tolerance", "quantile", "minSamples", "query",
+                                 "thresholdRange"),
+    "spec.analysis.metrics[*].thresholdRange": ("min", "max"),
+    "spec.trafficRouter": ("type",),
+}
+"""The fields of every spec object, keyed by schema path ([*] for list items). A test holds
+them equal to the CRD's properties."""
+
 DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
 _DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _DURATION_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -165,7 +194,8 @@ class _Reader:
     def number(
         self, obj: Mapping[str, Any], key: str, path: str, *,
         default: float | None = None, minimum: float | None = None,
-        maximum: float | None = None, exclusive: bool = False,
+        maximum: float | None = None, exclusive_minimum: bool = False,
+        exclusive_maximum: bool = False,
     ) -> float | None:  # fmt: skip
         value = obj.get(key)
         if value is None:
@@ -173,16 +203,24 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
             self.fail(f"{path}.{key}", f"{_show(value)} is not a number")
             return default
-        low_bad = minimum is not None and (value <= minimum if exclusive else value < minimum)
-        high_bad = maximum is not None and (value >= maximum if exclusive else value > maximum)
-        if low_bad or high_bad:
-            bounds = f"between {minimum} and {maximum}" if maximum is not None else (
-                f"above {minimum}" if exclusive else f"at least {minimum}")
-            if exclusive and maximum is not None:
-                bounds = f"strictly {bounds}"
-            self.fail(f"{path}.{key}", f"{value} is out of range; it must be {bounds}")
+        if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
+            self.fail(f"{path}.{key}", f"{value} is below {minimum}" if value < minimum
+                      else f"{value} must be above {minimum}")
+            return default
+        if maximum is not None and (value >= maximum if exclusive_maximum else value > maximum):
+            self.fail(f"{path}.{key}", f"{value} is above {maximum}" if value > maximum
+                      else f"{value} must be below {maximum}")
             return default
         return float(value)
+
+    def only(self, obj: Mapping[str, Any], path: str, schema_path: str) -> None:
+        """Report fields the API does not have, as the API server's strict field validation
+        does: a misspelt field would otherwise be silently ignored."""
+        known = FIELDS[schema_path]
+        for key in obj:
+            if key not in known:
+                self.fail(f"{path}.{key}" if path else str(key),
+                          f"is not a field of this object; known fields are {', '.join(known)}")
 
     def boolean(self, obj: Mapping[str, Any], key: str, path: str, *, default: bool) -> bool:
         value = obj.get(key)
@@ -288,6 +326,7 @@ def parse(resource: Mapping[str, Any]) -> ModelDeploymentSpec:
     if spec is None:
         raise SpecError([*reader.problems, "spec: is required"])
     spec_path = "spec"
+    reader.only(spec, spec_path, "spec")
 
     model_obj = reader.mapping(spec, "model", spec_path)
     if model_obj is None:
@@ -308,6 +347,7 @@ def parse(resource: Mapping[str, Any]) -> ModelDeploymentSpec:
     rollout = _rollout(reader, reader.mapping(spec, "rollout", spec_path) or {},
                        "spec.rollout", analysis)
     router_obj = reader.mapping(spec, "trafficRouter", spec_path) or {}
+    reader.only(router_obj, "spec.trafficRouter", "spec.trafficRouter")
     router = RouterSpec(type=reader.choice(router_obj, "type", "spec.trafficRouter",
                                            RouterType, RouterType.REPLICAS))
 
@@ -320,6 +360,7 @@ def parse(resource: Mapping[str, Any]) -> ModelDeploymentSpec:
 
 
 def _model_source(reader: _Reader, obj: Mapping[str, Any], path: str) -> ModelSource:
+    reader.only(obj, path, path)
     version = reader.string(obj, "version", path, required=True, pattern=VERSION_RE,
                             max_length=63,
                             hint="letters, digits, '-', '_' and '.', starting and ending "
@@ -365,7 +406,9 @@ def _check_baseline(reader: _Reader, model: ModelSource, baseline: ModelSource) 
 
 def _serving(reader: _Reader, obj: Mapping[str, Any], path: str) -> ServingSpec:
     defaults = ServingSpec()
+    reader.only(obj, path, "spec.serving")
     resources_obj = reader.mapping(obj, "resources", path) or {}
+    reader.only(resources_obj, f"{path}.resources", "spec.serving.resources")
     requests = _quantities(reader, resources_obj, "requests", f"{path}.resources")
     limits = _quantities(reader, resources_obj, "limits", f"{path}.resources")
     for resource_name, limit in limits.items():
@@ -382,6 +425,7 @@ def _serving(reader: _Reader, obj: Mapping[str, Any], path: str) -> ServingSpec:
             env.append(env_var)
     batching_obj = reader.mapping(obj, "batching", path) or {}
     batching_path = f"{path}.batching"
+    reader.only(batching_obj, batching_path, "spec.serving.batching")
     batching = Batching(
         mode=reader.choice(batching_obj, "mode", batching_path, BatchingMode, BatchingMode.AUTO),
         max_batch_size=_int(reader.integer(batching_obj, "maxBatchSize", batching_path,
@@ -424,6 +468,7 @@ def _quantities(reader: _Reader, obj: Mapping[str, Any], key: str,
 
 
 def _env_var(reader: _Reader, obj: Mapping[str, Any], path: str) -> EnvVar | None:
+    reader.only(obj, path, "spec.serving.env[*]")
     name = reader.string(obj, "name", path, required=True, pattern=ENV_NAME_RE, max_length=128,
                          hint="letters, digits and '_', not starting with a digit")
     if name is not None and name.upper().startswith(RESERVED_ENV_PREFIX):
@@ -435,6 +480,7 @@ def _env_var(reader: _Reader, obj: Mapping[str, Any], path: str) -> EnvVar | Non
     if value is not None and value_from_obj is not None:
         reader.fail(path, "sets both value and valueFrom; set one")
     if value_from_obj is not None:
+        reader.only(value_from_obj, f"{path}.valueFrom", "spec.serving.env[*].valueFrom")
         refs = [(kind, reader.mapping(value_from_obj, f"{kind}KeyRef", f"{path}.valueFrom"))
                 for kind in ("secret", "configMap")]
         present = [(kind, ref) for kind, ref in refs if ref is not None]
@@ -443,6 +489,7 @@ def _env_var(reader: _Reader, obj: Mapping[str, Any], path: str) -> EnvVar | Non
         else:
             kind, ref = present[0]
             ref_path = f"{path}.valueFrom.{kind}KeyRef"
+            reader.only(ref, ref_path, f"spec.serving.env[*].valueFrom.{kind}KeyRef")
             ref_name = reader.string(ref, "name", ref_path, required=True, max_length=253)
             ref_key = reader.string(ref, "key", ref_path, required=True, max_length=253)
             if ref_name and ref_key:
@@ -454,6 +501,7 @@ def _env_var(reader: _Reader, obj: Mapping[str, Any], path: str) -> EnvVar | Non
 
 def _analysis(reader: _Reader, obj: Mapping[str, Any], path: str) -> AnalysisSpec:
     defaults = AnalysisSpec(metrics=())
+    reader.only(obj, path, "spec.analysis")
     interval = _float(reader.duration(obj, "interval", path, default=defaults.interval_seconds,
                                       positive=True))
     max_duration = _float(reader.duration(obj, "maxDuration", path,
@@ -490,7 +538,7 @@ def _analysis(reader: _Reader, obj: Mapping[str, Any], path: str) -> AnalysisSpe
         metrics_defaulted=defaulted,
         interval_seconds=interval,
         alpha=_float(reader.number(obj, "alpha", path, default=defaults.alpha, minimum=0.0,
-                                   maximum=0.2, exclusive=False)),
+                                   maximum=0.2, exclusive_minimum=True)),
         min_samples=min_samples,
         max_duration_seconds=max_duration,
         on_inconclusive=reader.choice(obj, "onInconclusive", path, OnInconclusive,
@@ -517,6 +565,7 @@ def default_metrics(min_samples: int) -> tuple[MetricSpec, ...]:
 
 
 def _provider(reader: _Reader, obj: Mapping[str, Any], path: str) -> ProviderSpec:
+    reader.only(obj, path, "spec.analysis.provider")
     provider_type = reader.choice(obj, "type", path, ProviderType, ProviderType.POD_SCRAPE)
     address = reader.string(obj, "address", path, pattern=HTTP_URL_RE, max_length=2048,
                             hint="use the http:// or https:// base URL of the Prometheus server")
@@ -529,6 +578,7 @@ def _provider(reader: _Reader, obj: Mapping[str, Any], path: str) -> ProviderSpe
 
 def _metric(reader: _Reader, obj: Mapping[str, Any], path: str,
             analysis_min_samples: int) -> MetricSpec | None:
+    reader.only(obj, path, "spec.analysis.metrics[*]")
     name = reader.string(obj, "name", path, required=True, pattern=METRIC_NAME_RE,
                          max_length=63, hint="lowercase letters, digits and '-'")
     metric_type_raw = obj.get("type")
@@ -540,13 +590,16 @@ def _metric(reader: _Reader, obj: Mapping[str, Any], path: str,
     if metric_type.value != metric_type_raw:
         return None
     tolerance = reader.number(obj, "tolerance", path, minimum=0.0)
-    quantile = reader.number(obj, "quantile", path, minimum=0.0, maximum=1.0, exclusive=True)
+    quantile = reader.number(obj, "quantile", path, minimum=0.0, maximum=1.0,
+                             exclusive_minimum=True, exclusive_maximum=True)
     min_samples = _int(reader.integer(obj, "minSamples", path, default=analysis_min_samples,
                                       minimum=1, maximum=1_000_000))
     query = reader.string(obj, "query", path, max_length=4096)
     threshold_obj = reader.mapping(obj, "thresholdRange", path)
     threshold = None
     if threshold_obj is not None:
+        reader.only(threshold_obj, f"{path}.thresholdRange",
+                    "spec.analysis.metrics[*].thresholdRange")
         threshold = ThresholdRange(
             minimum=reader.number(threshold_obj, "min", f"{path}.thresholdRange"),
             maximum=reader.number(threshold_obj, "max", f"{path}.thresholdRange"),
@@ -594,6 +647,7 @@ def _metric(reader: _Reader, obj: Mapping[str, Any], path: str,
 
 def _rollout(reader: _Reader, obj: Mapping[str, Any], path: str,
              analysis: AnalysisSpec) -> RolloutSpec:
+    reader.only(obj, path, "spec.rollout")
     promotion = reader.choice(obj, "promotion", path, Promotion, Promotion.AUTOMATIC)
     on_failure = reader.choice(obj, "onFailure", path, OnFailure, OnFailure.ROLLBACK)
     shorthand = [key for key in ("stepWeight", "maxWeight", "interval") if key in obj]
@@ -616,6 +670,7 @@ def _steps(reader: _Reader, obj: Mapping[str, Any], path: str,
     steps: list[Step] = []
     weight_so_far = 0
     for step_path, step_obj in items:
+        reader.only(step_obj, step_path, "spec.rollout.steps[*]")
         kinds = [key for key in ("setWeight", "pause", "analysis") if key in step_obj]
         if len(kinds) != 1:
             reader.fail(step_path, "a step sets exactly one of setWeight, pause, analysis; this "
@@ -633,10 +688,12 @@ def _steps(reader: _Reader, obj: Mapping[str, Any], path: str,
             steps.append(SetWeight(weight=weight))
         elif kind == "pause":
             pause_obj = reader.mapping(step_obj, "pause", step_path) or {}
+            reader.only(pause_obj, f"{step_path}.pause", "spec.rollout.steps[*].pause")
             steps.append(Pause(duration_seconds=reader.duration(pause_obj, "duration",
                                                                 f"{step_path}.pause")))
         else:
             gate_obj = reader.mapping(step_obj, "analysis", step_path) or {}
+            reader.only(gate_obj, f"{step_path}.analysis", "spec.rollout.steps[*].analysis")
             gate_max = reader.duration(gate_obj, "maxDuration", f"{step_path}.analysis",
                                        positive=True)
             if gate_max is not None and gate_max < analysis.interval_seconds:

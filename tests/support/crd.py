@@ -107,11 +107,15 @@ def schema_problems(obj: dict[str, Any]) -> list[Problem]:
     problems = []
     for error in validator.iter_errors(obj):
         path = _dotted(error.absolute_path)
-        message = error.message
-        if error.validator == "additionalProperties":
-            path = path or "<root>"
-        problems.append(Problem("schema", path, message))
+        # name the field itself, as the API server does ("spec.model.version: Required value")
+        if error.validator in ("required", "additionalProperties"):
+            path = _join(path, error.message.split("'")[1])
+        problems.append(Problem("schema", path, error.message))
     return problems
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 def _dotted(parts: Any) -> str:
