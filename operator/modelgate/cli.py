@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from modelgate import __version__, api
+from modelgate import __version__, api, replay
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,9 +30,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
 
+    analyze = commands.add_parser(
+        "analyze",
+        help="judge recorded metrics offline, exactly as the operator would",
+        description="Replay a tape of pod scrapes through the analysis of a ModelDeployment. "
+        "Prints one JSON object per analysis interval and a final one with the decision. "
+        "Exit 0 whatever the decision; non-zero only for unusable input.",
+    )
+    analyze.add_argument("--spec", type=Path, required=True, metavar="FILE.yaml",
+                         help="a ModelDeployment whose analysis section is used")
+    analyze.add_argument("--tape", type=Path, required=True, metavar="FILE.jsonl",
+                         help='JSON Lines: {"t", "role", "pod", "text"} per scrape')
+
     args = parser.parse_args(argv)
-    handlers = {"validate": lambda: _validate(args.files)}
+    handlers = {
+        "validate": lambda: _validate(args.files),
+        "analyze": lambda: _analyze(args.spec, args.tape),
+    }
     return handlers[args.command]()
+
+
+def _analyze(spec_path: Path, tape_path: Path) -> int:
+    try:
+        documents = [doc for _, doc in _documents(spec_path)
+                     if isinstance(doc, dict) and doc.get("kind") == api.KIND]
+        if not documents:
+            raise ValueError(f"{spec_path}: no ModelDeployment found")
+        spec = api.parse(documents[0])
+        with tape_path.open(encoding="utf-8") as tape:
+            scrapes = replay.read_tape(tape)
+    except api.SpecError as exc:
+        print(f"modelgate analyze: {spec_path}: invalid ModelDeployment: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        print(f"modelgate analyze: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    for line in replay.replay(spec, scrapes):
+        print(json.dumps(line, separators=(",", ":")), flush=True)
+    return 0
 
 
 def _documents(path: Path) -> Iterator[tuple[str, Any]]:

@@ -1,0 +1,28 @@
+"""Canary analysis: observations of both arms -> per-metric verdicts -> a decision record.
+
+Pure: numpy/scipy at most, no I/O, no clock (time is always an argument).
+"""
+
+from modelgate.core.analysis.judge import final_decision, judge
+from modelgate.core.analysis.observations import (
+    ArmObservation,
+    Histogram,
+    Observation,
+    PodScrape,
+    Role,
+    Sample,
+    observe,
+)
+from modelgate.core.analysis.records import (
+    AnalysisRecord,
+    ArmValue,
+    Decision,
+    MetricRecord,
+    Verdict,
+)
+
+__all__ = [
+    "AnalysisRecord", "ArmObservation", "ArmValue", "Decision", "Histogram", "MetricRecord",
+    "Observation", "PodScrape", "Role", "Sample", "Verdict", "final_decision", "judge",
+    "observe",
+]
