@@ -154,7 +154,10 @@ def observe(scrapes: Iterable[PodScrape], at: float) -> Observation:
         readings = inside if born_inside else [before[-1], *inside]
         pods[role] += 1
         series: dict[tuple[str, Labels], list[float]] = defaultdict(list)
-        for scrape in readings:
+        # A series missing from the pod's first reading appeared later (a labelled counter
+        # shows up at its first increment), so all of it is new.
+        appeared_later: set[tuple[str, Labels]] = set()
+        for index, scrape in enumerate(readings):
             for sample in scrape.samples:
                 if sample.name == MODEL_INFO and sample.value > 0:
                     version = sample.label("version")
@@ -162,9 +165,12 @@ def observe(scrapes: Iterable[PodScrape], at: float) -> Observation:
                         versions[role].add(version)
                 if sample.name in COUNTED and math.isfinite(sample.value):
                     key = (sample.name, tuple(kv for kv in sample.labels if kv[0] != "model"))
+                    if index > 0 and key not in series:
+                        appeared_later.add(key)
                     series[key].append(sample.value)
         for key, values in series.items():
-            totals[role][key] += _increase(values, counts_from_zero=born_inside)
+            totals[role][key] += _increase(
+                values, counts_from_zero=born_inside or key in appeared_later)
 
     feedback: dict[tuple[str, str], float] = defaultdict(float)
     for role in Role:
