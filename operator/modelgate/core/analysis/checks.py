@@ -308,28 +308,31 @@ def population_stability_index(stable_counts: list[float], canary_counts: list[f
 
 def _psi_bounds(stable_counts: list[float], canary_counts: list[float], alpha: float,
                 m: float) -> tuple[float, float]:
-    """Bounds on PSI holding whenever every bin share of both arms is inside its
-    confidence sequence (each at α / 2k, so all 2k hold together with probability 1 - α).
-    PSI's terms are convex, so each term's minimum over its box is 0 when the two intervals
-    overlap, else at the nearest corners, and its maximum is at a corner."""
+    """Bounds on PSI from always-valid bounds on every bin's share difference d = c - s
+    (each side of each bin at α / 2k, so all hold together with probability 1 - α).
+
+    PSI's term (c - s) ln(c / s) is convex in d and zero at d = 0: its least value over
+    [d_lo, d_hi] is 0 when the range holds 0, else at the end nearer 0; its greatest is at an
+    end. Stable's share s is taken at its estimate, its error entering only at second order
+    (stable usually has the larger sample)."""
     k = len(stable_counts)
-    per_interval_alpha = alpha / (2 * k)
+    per_side_alpha = alpha / (2 * k)
     scales = scale_grid(0.01)
     stable_total, canary_total = sum(stable_counts) * m, sum(canary_counts) * m
     low = high = 0.0
     for s_count, c_count in zip(stable_counts, canary_counts, strict=True):
-        boxes = []
-        for count, total in ((c_count * m, canary_total), (s_count * m, stable_total)):
-            share = count / total
-            adjusted = _adjusted(count, total)
-            width = half_width(adjusted * (1 - adjusted) / total, per_interval_alpha, scales)
-            boxes.append((max(share - width, 0.0), min(share + width, 1.0)))
-        (c_lo, c_hi), (s_lo, s_hi) = boxes
-        if c_lo > s_hi:
-            low += _psi_term(c_lo, s_hi)
-        elif s_lo > c_hi:
-            low += _psi_term(c_hi, s_lo)
-        high += max(_psi_term(c, s) for c in (c_lo, c_hi) for s in (s_lo, s_hi))
+        s_share, c_share = s_count * m / stable_total, c_count * m / canary_total
+        p_s, p_c = _adjusted(s_count * m, stable_total), _adjusted(c_count * m, canary_total)
+        variance = p_s * (1 - p_s) / stable_total + p_c * (1 - p_c) / canary_total
+        width = half_width(variance, per_side_alpha, scales)
+        difference = c_share - s_share
+        ends = [min(max(s_share + d, 0.0), 1.0) for d in (difference - width,
+                                                          difference + width)]
+        if difference - width > 0:
+            low += _psi_term(ends[0], s_share)
+        elif difference + width < 0:
+            low += _psi_term(ends[1], s_share)
+        high += max(_psi_term(end, s_share) for end in ends)
     return low, high
 
 
@@ -338,7 +341,7 @@ def check_prediction_distribution(metric: MetricSpec, stable: ArmObservation,
                                   explain: bool = True) -> MetricRecord:
     """θ = PSI between canary's and stable's predictions; fail when θ > tolerance.
 
-    The interval on PSI comes from simultaneous intervals on every bin share of both arms
+    The interval on PSI comes from simultaneous bounds on every bin's share difference
     (see _psi_bounds); the point PSI is reported beside it.
     """
     tolerance = metric.tolerance or 0.0
