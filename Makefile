@@ -10,7 +10,7 @@ PIP_VERSION := 26.3
 # Debian tools the offline suite uses, as "command:package" pairs.
 DEBIAN_TOOLS :=
 
-.PHONY: help install test lint typecheck unit demo reference lock tools clean
+.PHONY: help install test lint typecheck unit demo reference lock tools clean bench-analysis
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ demo: install ## run the main scenario (kind when Docker and kind are present, e
 	@echo "make demo: the operator and its sandbox are not built yet (issue 5);"
 	@echo "for now, this validates the examples with the same code the operator will use:"
 	$(BIN)/modelgate validate manifests/examples/*.yaml
+
+bench-analysis: install ## simulate canaries from known truths; judge them as modelgate, Flagger and Kayenta would
+	$(BIN)/python bench/analysis_bench.py --write docs/analysis-benchmark.md
 
 reference: install ## regenerate the ModelDeployment reference in README.md from the CRD
 	$(BIN)/python docs/gen_reference.py --write README.md
