@@ -111,3 +111,19 @@ def test_an_invalid_spec_exits_non_zero(tmp_path: Path,
     assert code != 0
     assert "spec.model.uri: is required" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_decision_records_fit_the_crds_status_schema(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import jsonschema
+
+    lines = make_tape(Arm("1", pods=2, rate=120, error_rate=0.001),
+                      Arm("2", pods=1, rate=80, error_rate=0.05), seconds=300)
+    _, out, _ = run(tmp_path, lines, capsys)
+    status_schema = crd._json_schema()["properties"]["status"]
+    for line in out:
+        record = {key: value for key, value in line.items() if key not in ("t", "final")}
+        record.setdefault("elapsedSeconds", line["t"])
+        jsonschema.validate({"analysis": record}, status_schema)
+        for metric in record["metrics"]:
+            assert all(value == value for value in metric.get("effect", {}).values())
