@@ -79,6 +79,21 @@ def _verdict(interval: Interval, boundary: float) -> Verdict:
     return Verdict.CONTINUE
 
 
+def _decide(interval_at: Callable[[float], Interval], boundary: float, canary_samples: float,
+            explain: bool) -> tuple[Interval, Verdict, int | None]:
+    """The interval on today's data, its verdict against `boundary`, and, when undecided and
+    asked to explain, how many more canary samples would likely decide it. `interval_at(m)`
+    is the interval with every count multiplied by m."""
+    interval = interval_at(1.0)
+    verdict = _verdict(interval, boundary)
+    required = None
+    if verdict is Verdict.CONTINUE and explain:
+        required = _required_samples(
+            canary_samples,
+            lambda m: _verdict(interval_at(m), boundary) is not Verdict.CONTINUE)
+    return interval, verdict, required
+
+
 # --- two proportions: error rate, accuracy --------------------------------------------------
 
 def check_error_rate(metric: MetricSpec, stable: ArmObservation, canary: ArmObservation,
@@ -120,14 +135,9 @@ def _two_proportions(metric: MetricSpec, alpha: float, explain: bool, *, what: s
         variance = p_s * (1 - p_s) / (stable_n * m) + p_c * (1 - p_c) / (canary_n * m)
         return confidence_sequence(sign * (canary_rate - stable_rate), variance, alpha, scales)
 
-    interval = interval_at(1.0)
-    verdict = _verdict(interval, tolerance)
+    interval, verdict, required = _decide(interval_at, tolerance, canary_n, explain)
     p_s, p_c = _adjusted(stable_hits, stable_n), _adjusted(canary_hits, canary_n)
     standard_error = math.sqrt(p_s * (1 - p_s) / stable_n + p_c * (1 - p_c) / canary_n)
-    required = None
-    if verdict is Verdict.CONTINUE and explain:
-        required = _required_samples(
-            canary_n, lambda m: _verdict(interval_at(m), tolerance) is not Verdict.CONTINUE)
     change = "increase" if worse_when_higher else "drop"
     rates = f"canary {noun} {canary_rate:.2%} vs stable {stable_rate:.2%}"
     bounds = f"{change} {interval.estimate:+.2%} (interval {interval.lower:+.2%} to " \
@@ -218,12 +228,7 @@ def check_latency(metric: MetricSpec, stable: ArmObservation, canary: ArmObserva
                     + quantile * allowed / (stable_n * m))
         return confidence_sequence(share_above - allowed, variance, alpha, scales)
 
-    interval = interval_at(1.0)
-    verdict = _verdict(interval, 0.0)
-    required = None
-    if verdict is Verdict.CONTINUE and explain:
-        required = _required_samples(
-            canary_n, lambda m: _verdict(interval_at(m), 0.0) is not Verdict.CONTINUE)
+    interval, verdict, required = _decide(interval_at, 0.0, canary_n, explain)
     relative = (canary_q / stable_q - 1.0) if canary_q is not None and stable_q > 0 else None
     values = (f"canary {label} {_ms(canary_q)} vs stable {_ms(stable_q)}"
               + (f" ({relative:+.0%})" if relative is not None else ""))
@@ -359,12 +364,7 @@ def check_prediction_distribution(metric: MetricSpec, stable: ArmObservation,
         low, high = _psi_bounds(stable_counts, canary_counts, alpha, m)
         return Interval(estimate=psi, lower=low, upper=high)
 
-    interval = interval_at(1.0)
-    verdict = _verdict(interval, tolerance)
-    required = None
-    if verdict is Verdict.CONTINUE and explain:
-        required = _required_samples(
-            canary_n, lambda m: _verdict(interval_at(m), tolerance) is not Verdict.CONTINUE)
+    interval, verdict, required = _decide(interval_at, tolerance, canary_n, explain)
     shifts = sorted(
         zip(labels, stable_counts, canary_counts, strict=True),
         key=lambda row: -abs(row[2] / canary_n - row[1] / stable_n))
