@@ -69,11 +69,20 @@ def test_error_rate_verdicts(stable: ArmObservation, canary: ArmObservation,
     assert check_error_rate(ERRORS, stable, canary, ALPHA).verdict is verdict
 
 
-def test_no_data_says_how_many_more_samples_are_needed() -> None:
+def test_no_data_says_how_many_more_samples_are_needed_at_the_tolerance() -> None:
     record = check_error_rate(ERRORS, arm(2000, 10), arm(30, 0), ALPHA)
     assert record.verdict is Verdict.NO_DATA
-    assert record.required_samples == 70
-    assert "70 more" in record.reason
+    assert "70 more" in record.reason  # the shortfall to minSamples...
+    # ...and, extrapolating today's rates (0% vs 0.5%), what a verdict at the tolerance needs
+    assert record.required_samples is not None
+    assert record.required_samples > 70
+    assert f"about {record.required_samples} more for a verdict" in record.reason
+
+
+def test_no_data_without_data_to_extrapolate_says_the_shortfall() -> None:
+    record = check_error_rate(ERRORS, arm(2000, 10), arm(0, 0), ALPHA)
+    assert record.verdict is Verdict.NO_DATA
+    assert record.required_samples == 100
 
 
 def test_continue_estimates_the_samples_still_needed() -> None:

@@ -61,13 +61,26 @@ def _required_samples(canary_samples: float,
     return max(1, math.ceil(canary_samples * (high - 1.0)))
 
 
-def _no_data(metric: MetricSpec, stable: ArmValue, canary: ArmValue, what: str) -> MetricRecord:
+def _no_data(metric: MetricSpec, stable: ArmValue, canary: ArmValue, what: str,
+             interval_at: Callable[[float], Interval] | None = None,
+             boundary: float = 0.0) -> MetricRecord:
+    """Too few samples to judge. Says how many more canary samples are needed: at least the
+    shortfall to minSamples and, when both arms have data to extrapolate from, the samples
+    a verdict at the configured tolerance would likely take (`interval_at`, as in _decide)."""
     short = max(metric.min_samples - canary.samples, metric.min_samples - stable.samples, 0)
+    needed = short
+    if interval_at is not None and canary.samples > 0 and stable.samples > 0:
+        estimate = _required_samples(
+            canary.samples, lambda m: _verdict(interval_at(m), boundary) is not Verdict.CONTINUE)
+        if estimate is not None:
+            needed = max(short, estimate)
+    at_tolerance = f", about {needed} more for a verdict" if needed > short else ""
     return MetricRecord(
         name=metric.name, type=metric.type, verdict=Verdict.NO_DATA, stable=stable,
-        canary=canary, required_samples=short,
+        canary=canary, required_samples=needed,
         reason=f"{canary.samples} canary and {stable.samples} stable {what} so far; "
-               f"{metric.min_samples} per arm are needed before judging ({short} more)",
+               f"{metric.min_samples} per arm are needed before judging ({short} more"
+               f"{at_tolerance})",
     )
 
 
@@ -122,18 +135,22 @@ def _two_proportions(metric: MetricSpec, alpha: float, explain: bool, *, what: s
     canary_rate = canary_hits / canary_n if canary_n else None
     stable_value = ArmValue(stable_rate, int(stable_n))
     canary_value = ArmValue(canary_rate, int(canary_n))
-    if _needs_more(stable_n, metric.min_samples) or _needs_more(canary_n, metric.min_samples):
-        return _no_data(metric, stable_value, canary_value, what)
-    assert stable_rate is not None
-    assert canary_rate is not None
     sign = 1.0 if worse_when_higher else -1.0
     scales = scale_grid(max(tolerance, 0.001))
 
     def interval_at(m: float) -> Interval:
+        assert stable_rate is not None
+        assert canary_rate is not None
         p_s = _adjusted(stable_hits * m, stable_n * m)
         p_c = _adjusted(canary_hits * m, canary_n * m)
         variance = p_s * (1 - p_s) / (stable_n * m) + p_c * (1 - p_c) / (canary_n * m)
         return confidence_sequence(sign * (canary_rate - stable_rate), variance, alpha, scales)
+
+    if _needs_more(stable_n, metric.min_samples) or _needs_more(canary_n, metric.min_samples):
+        return _no_data(metric, stable_value, canary_value, what,
+                        interval_at if explain else None, tolerance)
+    assert stable_rate is not None
+    assert canary_rate is not None
 
     interval, verdict, required = _decide(interval_at, tolerance, canary_n, explain)
     p_s, p_c = _adjusted(stable_hits, stable_n), _adjusted(canary_hits, canary_n)
