@@ -69,19 +69,20 @@ def replay(spec: ModelDeploymentSpec, scrapes: list[PodScrape]) -> Iterator[dict
         observation = observe(scrapes, at=tick)
         record = judge(analysis, observation, elapsed_seconds=tick,
                        custom_values=_no_custom_values(spec))
-        yield {"t": tick, **api.analysis_record_to_status(record)}
+        status = api.analysis_record_to_status(record)
+        yield {"t": tick, **status}
         decision = final_decision(record, analysis.on_inconclusive)
         if record.decision is not Decision.CONTINUE:
             reason = record.reason
             if decision is not record.decision:
                 reason = (f"inconclusive, so onInconclusive: {analysis.on_inconclusive.value} "
                           f"applies; {record.reason}")
-            yield _final(decision, tick, reason, record)
+            yield _final(decision, tick, reason, status["metrics"])
             return
     assert record is not None
     yield _final(Decision.INCONCLUSIVE, ticks[-1],
                  f"the tape ends at {ticks[-1]:g}s before a confident verdict; {record.reason}",
-                 record)
+                 status["metrics"])
 
 
 def _no_custom_values(spec: ModelDeploymentSpec) -> dict[str, float | None]:
@@ -91,10 +92,10 @@ def _no_custom_values(spec: ModelDeploymentSpec) -> dict[str, float | None]:
             if metric.type is MetricType.PROMETHEUS}
 
 
-def _final(decision: Decision, t: float, reason: str, record: Any) -> dict[str, Any]:
+def _final(decision: Decision, t: float, reason: str,
+           metrics: list[dict[str, Any]]) -> dict[str, Any]:
     return {"final": True, "decision": decision.value, "t": t,
-            "reason": _one_sentence(reason),
-            "metrics": api.analysis_record_to_status(record)["metrics"]}
+            "reason": _one_sentence(reason), "metrics": metrics}
 
 
 def _one_sentence(text: str) -> str:

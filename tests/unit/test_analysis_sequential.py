@@ -10,7 +10,6 @@ import pytest
 from modelgate.core.analysis.sequential import (
     confidence_sequence,
     half_width,
-    required_variance,
     scale_grid,
 )
 
@@ -34,13 +33,6 @@ def test_a_grid_of_scales_is_close_to_the_best_single_scale_across_its_range() -
     for variance in (1e-7, 1e-6, 1e-5, 2e-5):
         best = min(half_width(variance, 0.01, [tau]) for tau in np.geomspace(1e-4, 1, 200))
         assert half_width(variance, 0.01, grid) < 1.25 * best
-
-
-def test_required_variance_is_where_the_width_falls_below_the_gap() -> None:
-    scales = scale_grid(0.0025)
-    variance = required_variance(0.0025, 0.01, scales)
-    assert half_width(variance, 0.01, scales) < 0.0025
-    assert half_width(variance * 1.01, 0.01, scales) >= 0.0025 * 0.999
 
 
 @pytest.mark.parametrize("alpha", [0.05, 0.2])

@@ -159,7 +159,7 @@ def observe(scrapes: Iterable[PodScrape], at: float) -> Observation:
         appeared_later: set[tuple[str, Labels]] = set()
         for index, scrape in enumerate(readings):
             for sample in scrape.samples:
-                if sample.name == MODEL_INFO and sample.value > 0:
+                if (sample.name == MODEL_INFO and sample.value > 0) or sample.name == REQUESTS:
                     version = sample.label("version")
                     if version:
                         versions[role].add(version)
@@ -178,14 +178,11 @@ def observe(scrapes: Iterable[PodScrape], at: float) -> Observation:
             if name == FEEDBACK:
                 label = dict(labels)
                 feedback[(label.get("version", ""), label.get("outcome", ""))] += value
-                continue
-            if name == REQUESTS:
-                versions[role].update(v for k, v in labels if k == "version" and v)
 
     def arm(role: Role) -> ArmObservation:
         series = totals[role]
-        version = min(versions[role]) if len(versions[role]) == 1 else (
-            None if not versions[role] else ",".join(sorted(versions[role])))
+        # pods of one arm serve one version; mid-change, all of them are named
+        version = ",".join(sorted(versions[role])) or None
         requests = errors = 0.0
         classes: dict[str, float] = defaultdict(float)
         latency: dict[float, float] = defaultdict(float)

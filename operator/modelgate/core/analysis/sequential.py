@@ -92,21 +92,3 @@ def scale_grid(smallest: float, steps: int = 5) -> tuple[float, ...]:
     """Mixing scales smallest, 2·smallest, 4·smallest, ...: effects from the tolerance up to
     16 times it are each caught near the fastest rate a single tuned test would allow."""
     return tuple(smallest * 2.0**k for k in range(steps))
-
-
-def required_variance(gap: float, alpha: float, scales: Sequence[float]) -> float:
-    """The variance at or below which the half-width is under `gap`: how precise an estimate
-    must become before an effect `gap` away from a boundary can be confirmed."""
-    if gap <= 0:
-        return 0.0
-    # The half-width always exceeds sqrt(variance), so the answer lies below gap².
-    low, high = MIN_VARIANCE, gap * gap
-    if half_width(low, alpha, scales) >= gap:
-        return 0.0
-    for _ in range(64):  # bisect on a log scale: half_width grows with the variance
-        middle = math.sqrt(low * high)
-        if half_width(middle, alpha, scales) < gap:
-            low = middle
-        else:
-            high = middle
-    return low
