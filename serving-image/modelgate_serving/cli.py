@@ -1,18 +1,20 @@
-"""`modelgate-serve`: the serving entry point (DESIGN contract 3).
-
-The server itself is the serving issue's work; until it lands the command says so plainly and
-exits non-zero rather than pretending to serve.
-"""
+"""`modelgate-serve`: the serving entry point (DESIGN contract 3)."""
 
 from __future__ import annotations
 
 import sys
 
+from modelgate_serving.server import serve
+from modelgate_serving.settings import SettingsError, load
+
 
 def main(argv: list[str] | None = None) -> int:
-    del argv
-    print("modelgate-serve: the model server is not built yet (serving issue)", file=sys.stderr)
-    return 2
+    try:
+        settings = load(argv)
+    except SettingsError as error:
+        print(f"modelgate-serve: {error}", file=sys.stderr)
+        return 2
+    return serve(settings)
 
 
 if __name__ == "__main__":
