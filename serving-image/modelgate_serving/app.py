@@ -13,6 +13,7 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -46,6 +47,40 @@ SERVER: web.AppKey[Server] = web.AppKey("server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A model ready to serve and how to predict it."""
+
+    runtime: Runtime
+    batched: bool
+    offload: bool
+    batching_note: str
+
+
+def prepare(settings: Settings) -> Loaded:
+    """Fetch, verify and load the model, and choose batching. Blocking; raises LoadError."""
+    estimator, sha256 = loader.load_model(settings)
+    try:
+        runtime = Runtime(estimator, sha256)
+    except InputError as error:
+        raise loader.LoadError(str(error)) from None
+    mode = settings.batching
+    cost = runtime.measure(settings.max_batch_size)
+    offload = cost.offload if cost is not None else True
+    if mode is BatchingMode.OFF:
+        return Loaded(runtime, False, False, "off (configured)")
+    if mode is BatchingMode.ON:
+        return Loaded(runtime, True, offload,
+                      f"on (configured; up to {settings.max_batch_size} rows, waiting up to "
+                      f"{settings.max_wait * 1e3:g} ms)")
+    if cost is None:
+        return Loaded(runtime, False, False,
+                      "off (auto: the model could not be measured on zero rows)")
+    where = "on a worker thread" if offload else "on the event loop"
+    return Loaded(runtime, cost.batching_helps, offload,
+                  f"{'on' if cost.batching_helps else 'off'} (auto: {cost}; predicting {where})")
+
+
 class Server:
     """Everything one worker process holds: settings, the model once loaded, metrics."""
 
@@ -60,15 +95,12 @@ class Server:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def load(self) -> None:
-        """Fetch, verify and load the model off the loop; ready only if all of it succeeds."""
-        loop = asyncio.get_running_loop()
+    async def load(self, preloaded: Loaded | None = None) -> None:
+        """Load the model off the loop (unless done already); ready only if all succeeds."""
         try:
-            estimator, sha256 = await loop.run_in_executor(None, loader.load_model,
-                                                           self.settings)
-            runtime = Runtime(estimator, sha256)
-            batched, offload = await loop.run_in_executor(None, self._choose_batching, runtime)
-        except (loader.LoadError, InputError) as error:
+            loaded = preloaded if preloaded is not None else (
+                await asyncio.get_running_loop().run_in_executor(None, prepare, self.settings))
+        except loader.LoadError as error:
             self.load_error = str(error)
             log.error("model not loaded, the server will not become ready: %s", error)
             return
@@ -76,38 +108,20 @@ class Server:
             self.load_error = f"{type(error).__name__}: {error}"
             log.exception("model not loaded, the server will not become ready")
             return
-        if batched:
+        runtime = loaded.runtime
+        if loaded.batched:
             self.predictor = BatchingPredictor(
-                runtime, self.settings.max_batch_size, self.settings.max_wait, offload=offload,
-                adaptive=self.settings.batching is BatchingMode.AUTO,
+                runtime, self.settings.max_batch_size, self.settings.max_wait,
+                offload=loaded.offload, adaptive=self.settings.batching is BatchingMode.AUTO,
                 observe_batch=self.metrics.batch_rows.observe)
         else:
             self.predictor = InlinePredictor(runtime, self.metrics.batch_rows.observe)
-        self.metrics.loaded(sha256, is_classifier=runtime.is_classifier)
+        self.batching_note = loaded.batching_note
+        self.metrics.loaded(runtime.sha256, is_classifier=runtime.is_classifier)
         self.runtime = runtime
         log.info("serving %s version %s (%s, sha256 %s); batching %s",
-                 self.settings.model_name, self.settings.model_version, runtime.kind, sha256,
-                 self.batching_note)
-
-    def _choose_batching(self, runtime: Runtime) -> tuple[bool, bool]:
-        """(batch?, offload to a thread?) from the settings and, in auto, a measurement."""
-        mode = self.settings.batching
-        cost = runtime.measure(self.settings.max_batch_size)
-        offload = cost.offload if cost is not None else True
-        if mode is BatchingMode.OFF:
-            self.batching_note = "off (configured)"
-            return False, False
-        if mode is BatchingMode.ON:
-            self.batching_note = (f"on (configured; up to {self.settings.max_batch_size} rows, "
-                                  f"waiting up to {self.settings.max_wait * 1e3:g} ms)")
-            return True, offload
-        if cost is None:
-            self.batching_note = "off (auto: the model could not be measured on zero rows)"
-            return False, False
-        where = "on a worker thread" if offload else "on the event loop"
-        self.batching_note = (f"{'on' if cost.batching_helps else 'off'} (auto: {cost}; "
-                              f"predicting {where})")
-        return cost.batching_helps, offload
+                 self.settings.model_name, self.settings.model_version, runtime.kind,
+                 runtime.sha256, self.batching_note)
 
     async def close(self) -> None:
         if self.predictor is not None:
@@ -284,7 +298,8 @@ def _error(status: int, message: str) -> web.Response:
     return _json({"error": message}, status=status)
 
 
-def build_app(settings: Settings) -> web.Application:
+def build_app(settings: Settings, preloaded: Loaded | None = None) -> web.Application:
+    """The app; it loads the model in the background unless given one `preloaded`."""
     server = Server(settings)
 
     @web.middleware
@@ -310,7 +325,7 @@ def build_app(settings: Settings) -> web.Application:
         response.headers[VERSION_HEADER] = settings.model_version
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
-        loading = asyncio.get_running_loop().create_task(server.load())
+        loading = asyncio.get_running_loop().create_task(server.load(preloaded))
         yield
         loading.cancel()
         await server.close()

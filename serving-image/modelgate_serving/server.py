@@ -30,16 +30,33 @@ def configure_logging(settings: Settings) -> None:
                         format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
 
 
-def run_worker(settings: Settings, reuse_port: bool) -> None:
-    """Serve until SIGTERM/SIGINT, then stop accepting and let in-flight requests finish."""
+def run_worker(settings: Settings, index: int = 0) -> None:
+    """Serve until SIGTERM/SIGINT, then stop accepting and let in-flight requests finish.
+
+    The first worker listens at once and loads in the background, so liveness answers and
+    readiness explains a failed load. Further workers join the port (SO_REUSEPORT) only once
+    their model is loaded: the kernel must never hand a connection to a worker that would
+    answer 503 while the pod reports ready.
+    """
     from aiohttp import web
 
-    from modelgate_serving.app import build_app
+    from modelgate_serving.app import build_app, prepare
+    from modelgate_serving.loader import LoadError
 
     configure_logging(settings)
-    web.run_app(build_app(settings), host=settings.host, port=settings.port,
-                reuse_port=reuse_port or None, shutdown_timeout=settings.shutdown_timeout,
-                access_log=None, print=None, handle_signals=True)
+    preloaded = None
+    if index > 0:
+        try:
+            preloaded = prepare(settings)
+        except LoadError as error:
+            log.error("worker %d: model not loaded, not joining the port: %s", index, error)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+            signal.sigwait({signal.SIGTERM, signal.SIGINT})
+            return
+    web.run_app(build_app(settings, preloaded), host=settings.host, port=settings.port,
+                reuse_port=settings.workers > 1 or None,
+                shutdown_timeout=settings.shutdown_timeout, access_log=None, print=None,
+                handle_signals=True)
 
 
 def serve(settings: Settings) -> int:
@@ -47,7 +64,7 @@ def serve(settings: Settings) -> int:
     log.info("modelgate-serve on %s:%d, %d worker(s)", settings.host, settings.port,
              settings.workers)
     if settings.workers == 1:
-        run_worker(settings, reuse_port=False)
+        run_worker(settings)
         return 0
     return _supervise(settings)
 
@@ -57,8 +74,9 @@ def _supervise(settings: Settings) -> int:
     directory = os.environ.get(MULTIPROCESS_ENV) or tempfile.mkdtemp(prefix="modelgate-metrics-")
     os.environ[MULTIPROCESS_ENV] = directory  # the spawned workers inherit it before importing
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=run_worker, args=(settings, True), name=f"worker-{i}")
-               for i in range(settings.workers)]
+    workers = [context.Process(target=run_worker, args=(settings, index),
+                               name=f"worker-{index}")
+               for index in range(settings.workers)]
     stopping = False
 
     def stop(signum: int, _: FrameType | None) -> None:
