@@ -7,6 +7,7 @@ import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import joblib
 import pytest
@@ -104,7 +105,7 @@ class _Files(http.server.BaseHTTPRequestHandler):
     """Serves one file; the first request of each path fails with 503 to exercise retries."""
 
     content = b""
-    failed: set[str] = set()
+    failed: ClassVar[set[str]] = set()
 
     def do_GET(self) -> None:
         if self.path.startswith("/flaky") and self.path not in self.failed:
