@@ -10,7 +10,7 @@ PIP_VERSION := 26.3
 # Debian tools the offline suite uses, as "command:package" pairs.
 DEBIAN_TOOLS :=
 
-.PHONY: help install test lint typecheck unit demo reference lock tools clean bench-analysis
+.PHONY: help install test lint typecheck unit demo reference lock tools clean bench-analysis bench-serving
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -51,6 +51,10 @@ demo: install ## run the main scenario (kind when Docker and kind are present, e
 
 bench-analysis: install ## simulate canaries from known truths; judge them as modelgate, Flagger and Kayenta would
 	$(BIN)/python bench/analysis_bench.py --write docs/analysis-benchmark.md
+
+bench-serving: install ## modelgate-serve against MLServer 1.7 under wrk (installs both; ~10 min)
+	$(MAKE) --no-print-directory tools DEBIAN_TOOLS="wrk:wrk"
+	$(BIN)/python bench/serving_bench.py --write docs/serving-benchmark.md
 
 reference: install ## regenerate the ModelDeployment reference in README.md from the CRD
 	$(BIN)/python docs/gen_reference.py --write README.md

@@ -53,7 +53,6 @@ class Loaded:
 
     runtime: Runtime
     batched: bool
-    offload: bool
     batching_note: str
 
 
@@ -65,20 +64,18 @@ def prepare(settings: Settings) -> Loaded:
     except InputError as error:
         raise loader.LoadError(str(error)) from None
     mode = settings.batching
-    cost = runtime.measure(settings.max_batch_size)
-    offload = cost.offload if cost is not None else True
     if mode is BatchingMode.OFF:
-        return Loaded(runtime, False, False, "off (configured)")
+        return Loaded(runtime, False, "off (configured)")
     if mode is BatchingMode.ON:
-        return Loaded(runtime, True, offload,
+        return Loaded(runtime, True,
                       f"on (configured; up to {settings.max_batch_size} rows, waiting up to "
                       f"{settings.max_wait * 1e3:g} ms)")
+    cost = runtime.measure(settings.max_batch_size)
     if cost is None:
-        return Loaded(runtime, False, False,
+        return Loaded(runtime, False,
                       "off (auto: the model could not be measured on zero rows)")
-    where = "on a worker thread" if offload else "on the event loop"
-    return Loaded(runtime, cost.batching_helps, offload,
-                  f"{'on' if cost.batching_helps else 'off'} (auto: {cost}; predicting {where})")
+    return Loaded(runtime, cost.batching_helps,
+                  f"{'on' if cost.batching_helps else 'off'} (auto: {cost})")
 
 
 class Server:
@@ -112,7 +109,7 @@ class Server:
         if loaded.batched:
             self.predictor = BatchingPredictor(
                 runtime, self.settings.max_batch_size, self.settings.max_wait,
-                offload=loaded.offload, adaptive=self.settings.batching is BatchingMode.AUTO,
+                adaptive=self.settings.batching is BatchingMode.AUTO,
                 observe_batch=self.metrics.batch_rows.observe)
         else:
             self.predictor = InlinePredictor(runtime, self.metrics.batch_rows.observe)

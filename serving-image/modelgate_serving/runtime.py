@@ -116,11 +116,6 @@ class BatchCost:
         """A full batch in one call costs well under that many single calls."""
         return self.batch <= 0.5 * self.rows * self.single
 
-    @property
-    def offload(self) -> bool:
-        """A call is long enough (a millisecond or more) that the loop should not wait on it."""
-        return self.single >= 1e-3
-
     def __str__(self) -> str:
         return (f"one row {self.single * 1e3:.2f} ms, {self.rows} rows "
                 f"{self.batch * 1e3:.2f} ms")

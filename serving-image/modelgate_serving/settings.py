@@ -74,7 +74,8 @@ class Settings:
     max_batch_size: int = 32
     """Most rows predicted in one call when batching. Default 32."""
     max_wait: float = 0.002
-    """Seconds a batch waits for more requests when batching is on. Default 0.002."""
+    """Longest a batch waits for company (e.g. 2ms, 0.5s): for a full batch when batching is
+    on, for as many requests as recent batches held when auto. Default 2ms."""
     max_body_bytes: int = 16 * 1024 * 1024
     """Largest request body accepted, bytes; larger gets 413. Default 16 MiB."""
     max_model_bytes: int = 1024 * 1024 * 1024
@@ -154,7 +155,7 @@ def _choice(enum: type[Enum]) -> object:
 
 
 # flag -> (settings field, converter); the environment variable is derived from the flag
-_FLAGS: dict[str, tuple[str, object]] = {
+FLAGS: dict[str, tuple[str, object]] = {
     "--model-uri": ("model_uri", str),
     "--model-name": ("model_name", str),
     "--model-version": ("model_version", str),
@@ -192,12 +193,12 @@ def load(argv: Sequence[str] | None = None,
         description="Serve one scikit-learn model over Open Inference Protocol V2 and V1, "
                     "with the Prometheus metrics modelgate's canary analysis reads.")
     docs = field_docs()
-    for flag, (name, _) in _FLAGS.items():
+    for flag, (name, _) in FLAGS.items():
         parser.add_argument(flag, dest=name, metavar=name.upper(),
                             help=f"{docs.get(name, '')} [env {env_name(flag)}]")
     namespace = parser.parse_args(argv)
     values: dict[str, object] = {}
-    for flag, (name, convert) in _FLAGS.items():
+    for flag, (name, convert) in FLAGS.items():
         raw = getattr(namespace, name)
         source = flag
         if raw is None and env_name(flag) in environ:

@@ -84,13 +84,12 @@ class CountingModel:
         return rows[:, 0]
 
 
-@pytest.mark.parametrize("offload", [False, True])
-def test_concurrent_requests_share_one_call_and_get_their_own_rows(offload: bool) -> None:
+def test_concurrent_requests_share_one_call_and_get_their_own_rows() -> None:
     model = CountingModel()
 
     async def run() -> list[Any]:
         predictor = BatchingPredictor(Runtime(model, "x"), max_batch_size=32, max_wait=0.05,
-                                      offload=offload, adaptive=False)
+                                      adaptive=False)
         rows = [np.array([[float(i), 1.0]] * (1 + i % 2)) for i in range(10)]
         try:
             return await asyncio.gather(*(predictor.predict(r, False) for r in rows))
@@ -107,7 +106,7 @@ def test_a_rejected_request_does_not_fail_its_batch() -> None:
 
     async def run() -> list[Any]:
         predictor = BatchingPredictor(Runtime(model, "x"), max_batch_size=32, max_wait=0.05,
-                                      offload=False, adaptive=False)
+                                      adaptive=False)
         rows = [np.array([[1.0, 1.0]]), np.array([[2.0, -1.0]]), np.array([[3.0, 1.0]])]
         try:
             return await asyncio.gather(*(predictor.predict(r, False) for r in rows),
@@ -126,7 +125,7 @@ def test_batches_never_exceed_the_maximum_rows() -> None:
 
     async def run() -> None:
         predictor = BatchingPredictor(Runtime(model, "x"), max_batch_size=4, max_wait=0.01,
-                                      offload=False, adaptive=False)
+                                      adaptive=False)
         try:
             await asyncio.gather(*(predictor.predict(np.ones((1, 2)), False)
                                    for _ in range(10)))
@@ -142,7 +141,7 @@ def test_adaptive_batches_do_not_wait_for_a_lone_client() -> None:
 
     async def run() -> float:
         predictor = BatchingPredictor(Runtime(model, "x"), max_batch_size=32, max_wait=1.0,
-                                      offload=False, adaptive=True)
+                                      adaptive=True)
         loop = asyncio.get_running_loop()
         try:
             started = loop.time()

@@ -79,6 +79,23 @@ def test_no_data_says_how_many_more_samples_are_needed_at_the_tolerance() -> Non
     assert f"about {record.required_samples} more for a verdict" in record.reason
 
 
+@pytest.mark.parametrize("check", ["latency", "predictions"])
+def test_no_data_extrapolates_latency_and_predictions_too(check: str) -> None:
+    if check == "latency":
+        stable = arm(5000, latency=latency(5000, (0.5, 0.3, 0.15, 0.04, 0.01, 0.0)))
+        canary = arm(40, latency=latency(40, (0.5, 0.3, 0.15, 0.05, 0.0, 0.0)))
+        record = check_latency(LATENCY, stable, canary, ALPHA)
+    else:
+        stable = arm(5000, classes={"a": 2500.0, "b": 1500.0, "c": 1000.0})
+        canary = arm(40, classes={"a": 14.0, "b": 14.0, "c": 12.0})
+        record = check_prediction_distribution(PREDICTIONS, stable, canary, ALPHA)
+    assert record.verdict is Verdict.NO_DATA
+    assert "60 more" in record.reason
+    assert record.required_samples is not None
+    assert record.required_samples > 60
+    assert f"about {record.required_samples} more for a verdict" in record.reason
+
+
 def test_no_data_without_data_to_extrapolate_says_the_shortfall() -> None:
     record = check_error_rate(ERRORS, arm(2000, 10), arm(0, 0), ALPHA)
     assert record.verdict is Verdict.NO_DATA

@@ -226,24 +226,26 @@ def check_latency(metric: MetricSpec, stable: ArmObservation, canary: ArmObserva
     canary_q = histogram_quantile(canary.latency, quantile)
     stable_value, canary_value = ArmValue(stable_q, int(stable_n)), ArmValue(canary_q,
                                                                             int(canary_n))
-    if _needs_more(stable_n, metric.min_samples) or _needs_more(canary_n, metric.min_samples):
-        return _no_data(metric, stable_value, canary_value, "requests")
     label = f"p{quantile * 100:g}"
-    if stable_q is None:
-        return MetricRecord(
-            name=metric.name, type=metric.type, verdict=Verdict.CONTINUE, stable=stable_value,
-            canary=canary_value, reason=f"stable's {label} lies beyond the largest finite "
-            "latency bucket, so it cannot be compared; the server's buckets are too small")
-    threshold = (1.0 + tolerance) * stable_q
-    share_above = exceedance(canary.latency, threshold)
     allowed = 1.0 - quantile
     scales = scale_grid(allowed / 4)
+    threshold = (1.0 + tolerance) * stable_q if stable_q is not None else math.inf
+    share_above = exceedance(canary.latency, threshold)
 
     def interval_at(m: float) -> Interval:
         adjusted = _adjusted(share_above * canary_n * m, canary_n * m)
         variance = (adjusted * (1 - adjusted) / (canary_n * m)
                     + quantile * allowed / (stable_n * m))
         return confidence_sequence(share_above - allowed, variance, alpha, scales)
+
+    if _needs_more(stable_n, metric.min_samples) or _needs_more(canary_n, metric.min_samples):
+        return _no_data(metric, stable_value, canary_value, "requests",
+                        interval_at if explain and stable_q is not None else None)
+    if stable_q is None:
+        return MetricRecord(
+            name=metric.name, type=metric.type, verdict=Verdict.CONTINUE, stable=stable_value,
+            canary=canary_value, reason=f"stable's {label} lies beyond the largest finite "
+            "latency bucket, so it cannot be compared; the server's buckets are too small")
 
     interval, verdict, required = _decide(interval_at, 0.0, canary_n, explain)
     relative = (canary_q / stable_q - 1.0) if canary_q is not None and stable_q > 0 else None
@@ -328,20 +330,19 @@ def population_stability_index(stable_counts: list[float], canary_counts: list[f
                for s, c in zip(stable_counts, canary_counts, strict=True))
 
 
-def _psi_bounds(stable_counts: list[float], canary_counts: list[float], alpha: float,
-                m: float) -> tuple[float, float]:
-    """Bounds on PSI from always-valid bounds on every bin's share difference d = c - s
+def _psi_upper(stable_counts: list[float], canary_counts: list[float], alpha: float,
+               m: float) -> float:
+    """Upper bound on PSI from always-valid bounds on every bin's share difference d = c - s
     (each side of each bin at α / 2k, so all hold together with probability 1 - α).
 
-    PSI's term (c - s) ln(c / s) is convex in d and zero at d = 0: its least value over
-    [d_lo, d_hi] is 0 when the range holds 0, else at the end nearer 0; its greatest is at an
-    end. Stable's share s is taken at its estimate, its error entering only at second order
-    (stable usually has the larger sample)."""
+    PSI's term (c - s) ln(c / s) is convex in d and zero at d = 0, so its greatest value over
+    [d_lo, d_hi] is at an end. Stable's share s is taken at its estimate, its error entering
+    only at second order (stable usually has the larger sample)."""
     k = len(stable_counts)
     per_side_alpha = alpha / (2 * k)
     scales = scale_grid(0.01)
     stable_total, canary_total = sum(stable_counts) * m, sum(canary_counts) * m
-    low = high = 0.0
+    high = 0.0
     for s_count, c_count in zip(stable_counts, canary_counts, strict=True):
         s_share, c_share = s_count * m / stable_total, c_count * m / canary_total
         p_s, p_c = _adjusted(s_count * m, stable_total), _adjusted(c_count * m, canary_total)
@@ -350,12 +351,42 @@ def _psi_bounds(stable_counts: list[float], canary_counts: list[float], alpha: f
         difference = c_share - s_share
         ends = [min(max(s_share + d, 0.0), 1.0) for d in (difference - width,
                                                           difference + width)]
-        if difference - width > 0:
-            low += _psi_term(ends[0], s_share)
-        elif difference + width < 0:
-            low += _psi_term(ends[1], s_share)
         high += max(_psi_term(end, s_share) for end in ends)
-    return low, high
+    return high
+
+
+def _psi_lower(stable_counts: list[float], canary_counts: list[float], alpha: float,
+               m: float, tolerance: float) -> float:
+    """Lower bound on PSI: the estimate, less its bias, less an always-valid half-width.
+
+    Far from PSI = 0 the estimate is asymptotically normal with the delta-method variance
+    (the gradient of PSI in each arm's shares, through the multinomial covariance). Near 0
+    the gradient vanishes and the estimate behaves as (1/n_c + 1/n_s) times a chi-squared
+    variable with k - 1 degrees of freedom: mean (k - 1)(1/n_c + 1/n_s), which is subtracted,
+    and variance 2(k - 1)(1/n_c + 1/n_s)², which is added. So a good canary's small-sample
+    PSI, which is all bias, is not mistaken for a shift, while a real shift is judged at the
+    precision its own variance allows rather than at the worst case of every bin at once.
+    """
+    k = len(stable_counts)
+    stable_n, canary_n = sum(stable_counts) * m, sum(canary_counts) * m
+    s = [max(count * m / stable_n, PSI_FLOOR) for count in stable_counts]
+    c = [max(count * m / canary_n, PSI_FLOOR) for count in canary_counts]
+    estimate = sum((ci - si) * math.log(ci / si) for ci, si in zip(c, s, strict=True))
+    grad_c = [math.log(ci / si) + 1.0 - si / ci for ci, si in zip(c, s, strict=True)]
+    grad_s = [-math.log(ci / si) + 1.0 - ci / si for ci, si in zip(c, s, strict=True)]
+    spread = 1.0 / canary_n + 1.0 / stable_n
+    variance = (_multinomial_variance(grad_c, c) / canary_n
+                + _multinomial_variance(grad_s, s) / stable_n
+                + 2.0 * (k - 1) * spread * spread)
+    width = half_width(variance, alpha, scale_grid(max(tolerance, 0.01) / 2))
+    return estimate - (k - 1) * spread - width
+
+
+def _multinomial_variance(gradient: list[float], shares: list[float]) -> float:
+    """gᵀ (diag(p) - p pᵀ) g: the variance of g · (share estimates) for one observation."""
+    mean = sum(g * p for g, p in zip(gradient, shares, strict=True))
+    return max(sum(g * g * p for g, p in zip(gradient, shares, strict=True)) - mean * mean,
+               0.0)
 
 
 def check_prediction_distribution(metric: MetricSpec, stable: ArmObservation,
@@ -363,23 +394,27 @@ def check_prediction_distribution(metric: MetricSpec, stable: ArmObservation,
                                   explain: bool = True) -> MetricRecord:
     """θ = PSI between canary's and stable's predictions; fail when θ > tolerance.
 
-    The interval on PSI comes from simultaneous bounds on every bin's share difference
-    (see _psi_bounds); the point PSI is reported beside it.
+    The lower end of the interval (which decides `fail`) is the bias-corrected estimate less
+    an always-valid half-width (_psi_lower); the upper end (which decides `pass`) comes from
+    simultaneous bounds on every bin's share difference (_psi_upper).
     """
     tolerance = metric.tolerance or 0.0
     binned = _bins(stable, canary)
     stable_n = sum(binned[1]) if binned else 0.0
     canary_n = sum(binned[2]) if binned else 0.0
-    if binned is None or _needs_more(stable_n, metric.min_samples) or _needs_more(
-            canary_n, metric.min_samples):
-        return _no_data(metric, ArmValue(None, int(stable_n)), ArmValue(None, int(canary_n)),
-                        "predictions")
+    if binned is None:
+        return _no_data(metric, ArmValue(None, 0), ArmValue(None, 0), "predictions")
     labels, stable_counts, canary_counts = _pool(*binned)
     psi = population_stability_index(stable_counts, canary_counts)
 
     def interval_at(m: float) -> Interval:
-        low, high = _psi_bounds(stable_counts, canary_counts, alpha, m)
+        low = max(_psi_lower(stable_counts, canary_counts, alpha, m, tolerance), 0.0)
+        high = _psi_upper(stable_counts, canary_counts, alpha, m)
         return Interval(estimate=psi, lower=low, upper=high)
+
+    if _needs_more(stable_n, metric.min_samples) or _needs_more(canary_n, metric.min_samples):
+        return _no_data(metric, ArmValue(None, int(stable_n)), ArmValue(None, int(canary_n)),
+                        "predictions", interval_at if explain else None, tolerance)
 
     interval, verdict, required = _decide(interval_at, tolerance, canary_n, explain)
     shifts = sorted(
