@@ -46,14 +46,14 @@ from modelgate.core.types import (
     MetricSpec,
     MetricType,
 )
+from modelgate_serving.metrics import LATENCY_BUCKETS
 
 INTERVAL = 30.0
 TICKS = 60  # 30 minutes, the default maxDuration
 FIXED_RULE_HORIZON = 20
 FLAGGER_FAILED_CHECKS = 5
 ALPHA = 0.01
-BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03,
-          0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, math.inf)
+BOUNDS = (*LATENCY_BUCKETS, math.inf)  # modelgate-serve's latency buckets
 CLASSES = (0.5, 0.3, 0.2)
 
 

@@ -20,9 +20,10 @@ from prometheus_client.registry import Collector
 
 from modelgate.core.analysis import PodScrape, Role
 from modelgate.exposition import parse_exposition
+from modelgate_serving.metrics import LATENCY_BUCKETS
 
-LATENCY_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02,
-                  0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+# the server's own buckets, so tapes look like real pods
+LATENCY_BOUNDS = LATENCY_BUCKETS
 
 
 @dataclass

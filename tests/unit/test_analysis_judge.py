@@ -316,3 +316,34 @@ def test_inconclusive_policy(policy: OnInconclusive, decision: Decision) -> None
     assert final_decision(record, policy) is decision
     assert final_decision(judge(SPEC, Observation(300, GOOD, GOOD_CANARY), 300),
                           policy) is Decision.PROMOTE
+
+
+@pytest.mark.parametrize("shares", [(0.5, 0.3, 0.2), (0.6, 0.2, 0.1, 0.05, 0.05)])
+def test_identical_prediction_distributions_rarely_fail_under_repeated_looks(
+        shares: tuple[float, ...]) -> None:
+    """The PSI lower bound (bias-corrected delta method) keeps its α from a small minSamples
+    on, where PSI's small-sample bias alone exceeds the tolerance, however often it looks."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    runs, looks, per_look = 200, 15, 30
+    metric = dataclasses.replace(PREDICTIONS, min_samples=per_look)
+    failed = 0
+    labels = [f"c{i}" for i in range(len(shares))]
+    for _ in range(runs):
+        stable_counts = np.zeros(len(shares))
+        canary_counts = np.zeros(len(shares))
+        for _ in range(looks):
+            stable_counts += rng.multinomial(2 * per_look, shares)
+            canary_counts += rng.multinomial(per_look, shares)
+            record = check_prediction_distribution(
+                metric,
+                arm(stable_counts.sum(), classes=dict(zip(labels, stable_counts.tolist(),
+                                                          strict=True))),
+                arm(canary_counts.sum(), classes=dict(zip(labels, canary_counts.tolist(),
+                                                          strict=True))),
+                ALPHA, explain=False)
+            if record.verdict is Verdict.FAIL:
+                failed += 1
+                break
+    assert failed <= runs * ALPHA

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from support.bench import load_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,14 +30,7 @@ Transfer/sec:      1.02MB
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("serving_bench",
-                                                  ROOT / "bench" / "serving_bench.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["serving_bench"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("serving_bench")
 
 
 def test_wrk_output_is_parsed_with_units_and_failures() -> None:
