@@ -93,16 +93,20 @@ class Settings:
     """Python logging level. Default INFO."""
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|µs|ms|s|m)?\s*$")
-_DURATION_UNITS = {None: 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "m": 60.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(us|µs|ms|s|m|h)")
+_DURATION = re.compile(rf"^(?:{_DURATION_PART.pattern})+$")
+_DURATION_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "m": 60.0, "h": 3600.0}
 
 
 def parse_seconds(text: str) -> float:
-    """`2ms`, `0.5s`, `1m` or a bare number of seconds -> seconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise SettingsError(f"{text!r} is not a duration; use e.g. 2ms, 0.5s or 1m")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    """`2ms`, `0.5s`, `1m30s` (the ModelDeployment's duration form) or bare seconds."""
+    stripped = text.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", stripped):
+        return float(stripped)
+    if not _DURATION.match(stripped):
+        raise SettingsError(f"{text!r} is not a duration; use e.g. 2ms, 0.5s or 1m30s")
+    return sum(float(number) * _DURATION_UNITS[unit]
+               for number, unit in _DURATION_PART.findall(stripped))
 
 
 def _boolean(text: str) -> bool:

@@ -52,6 +52,8 @@ def test_contract_flags_exist_with_their_environment_names() -> None:
     (["--model-uri", "file:///m", "--sha256", "abc"], "--sha256: 'abc' is not a SHA-256"),
     (["--model-uri", "file:///m", "--batching", "maybe"], "is not one of auto, on, off"),
     (["--model-uri", "file:///m", "--max-wait", "soon"], "is not a duration"),
+    (["--model-uri", "file:///m", "--max-wait", "-1"], "is not a duration"),
+    (["--model-uri", "file:///m", "--shutdown-timeout", "inf"], "is not a duration"),
     (["--model-uri", "file:///m", "--trusted", "perhaps"], "is not a boolean"),
     (["--model-uri", "file:///m", "--model-format", "joblib"], "--trusted true"),
 ])
@@ -66,6 +68,8 @@ def test_every_setting_is_documented() -> None:
     assert all(docs.values())
     assert parse_seconds("2ms") == pytest.approx(0.002)
     assert parse_seconds("1m") == 60
+    assert parse_seconds("1m30s") == 90
+    assert parse_seconds("0.25") == pytest.approx(0.25)
 
 
 class CountingModel:
