@@ -108,7 +108,14 @@ def test_analysis_reads_a_real_servers_metrics(models, logs) -> None:
     assert observation.canary.correct == 1  # counted by a stable pod, credited to version 2
 
 
+def _serving_pids(served: Served) -> set[str]:
+    return {line.split()[3] for line in served.log().splitlines() if "serving forest" in line}
+
+
 def test_workers_share_the_port_and_sum_their_metrics(forest, models) -> None:
+    deadline = time.monotonic() + 30
+    while len(_serving_pids(forest)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the second worker joins the port once its model is loaded
     rows = models["forest"].X
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda i: requests.post(
@@ -119,8 +126,7 @@ def test_workers_share_the_port_and_sum_their_metrics(forest, models) -> None:
     assert _value(forest, "modelgate_requests_total", code="200") >= 200
     info = [s for s in _samples(forest) if s.name == "modelgate_model_info"]
     assert [s.value for s in info] == [1.0]
-    pids = {line.split()[3] for line in forest.log().splitlines() if "serving forest" in line}
-    assert len(pids) == 2, forest.log()
+    assert len(_serving_pids(forest)) == 2, forest.log()
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
