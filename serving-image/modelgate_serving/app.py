@@ -43,7 +43,6 @@ VERSION_HEADER = "X-Model-Version"
 INFERENCE_ROUTES = frozenset({"v2-infer", "v2-infer-version", "v1-predict"})
 _VERSION_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,62}$")
 
-SERVER: web.AppKey[Server] = web.AppKey("server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -328,7 +327,6 @@ def build_app(settings: Settings, preloaded: Loaded | None = None) -> web.Applic
         await server.close()
 
     app = web.Application(middlewares=[answer], client_max_size=settings.max_body_bytes)
-    app[SERVER] = server
     app.on_response_prepare.append(version_header)
     app.cleanup_ctx.append(lifecycle)
     name = "{name:[^/:]+}"
@@ -356,6 +354,4 @@ def _http_message(error: web.HTTPException, request: web.Request) -> str:
     if error.status == 405:
         allowed = error.headers.get("Allow", "")
         return f"{request.method} is not allowed on {request.path}; use {allowed}"
-    if error.status == 413:
-        return f"the body is larger than {request.app[SERVER].settings.max_body_bytes} bytes"
     return error.reason

@@ -82,7 +82,7 @@ def decode_v2(body: Any, runtime: Runtime) -> InferenceRequest:
         if isinstance(tensor, dict):
             ignored += _parameter_names(tensor.get("parameters"), f"{where}.parameters")
     rows = _as_rows(columns, runtime)
-    runtime_check(runtime, rows, "inputs")
+    _check_rows(runtime, rows, "inputs")
     outputs = _requested_outputs(body.get("outputs"), runtime)
     return InferenceRequest(rows=rows, outputs=outputs, id=request_id,
                             ignored_parameters=tuple(ignored))
@@ -107,12 +107,12 @@ def decode_v1(body: Any, runtime: Runtime) -> InferenceRequest:
     elif rows.dtype.kind not in "biuf":
         raise RequestError(400, "instances: values must be numbers, booleans or strings, "
                                 "the same kind throughout")
-    runtime_check(runtime, rows, "instances")
+    _check_rows(runtime, rows, "instances")
     ignored = _parameter_names(body.get("parameters"), "parameters")
     return InferenceRequest(rows=rows, ignored_parameters=tuple(ignored))
 
 
-def runtime_check(runtime: Runtime, rows: npt.NDArray[Any], where: str) -> None:
+def _check_rows(runtime: Runtime, rows: npt.NDArray[Any], where: str) -> None:
     try:
         runtime.check(rows, where)
     except ValueError as error:
