@@ -11,7 +11,6 @@ from modelgate.core.analysis.observations import (
     PodScrape,
     Role,
     Sample,
-    observe,
 )
 from modelgate.core.analysis.records import (
     AnalysisRecord,
@@ -20,9 +19,10 @@ from modelgate.core.analysis.records import (
     MetricRecord,
     Verdict,
 )
+from modelgate.core.analysis.window import Window, fold, observe
 
 __all__ = [
     "AnalysisRecord", "ArmObservation", "ArmValue", "Decision", "Histogram", "MetricRecord",
-    "Observation", "PodScrape", "Role", "Sample", "Verdict", "final_decision", "judge",
-    "observe",
+    "Observation", "PodScrape", "Role", "Sample", "Verdict", "Window", "final_decision", "fold",
+    "judge", "observe",
 ]

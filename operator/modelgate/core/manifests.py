@@ -1,0 +1,209 @@
+"""Pure builders of a ModelDeployment's children: two Deployments and one Service.
+
+Names are deterministic (<name>-stable, <name>-canary, and <name> for the Service), so a
+restarted operator finds what it made. Every builder returns a plain dict that the k8s layer
+creates or patches; the dict carries a hash of itself (`modelgate.dev/applied-hash`), so a
+child is patched only when what it should be has changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from modelgate.core.types import ModelDeploymentSpec, ModelSource
+
+GROUP_VERSION = "modelgate.dev/v1alpha1"
+KIND = "ModelDeployment"
+ROLE_LABEL = "modelgate.dev/role"
+VERSION_LABEL = "modelgate.dev/version"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+NAME_LABEL = "app.kubernetes.io/name"
+APPLIED_HASH = "modelgate.dev/applied-hash"
+SERVER_NAME = "modelgate-serving"
+STABLE = "stable"
+CANARY = "canary"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The ModelDeployment that owns the children."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+def deployment_name(name: str, role: str) -> str:
+    return f"{name}-{role}"
+
+
+def service_name(name: str) -> str:
+    return name
+
+
+def selector(name: str, role: str | None = None) -> dict[str, str]:
+    """Labels that pick the serving pods of one ModelDeployment (of one arm, if given)."""
+    labels = {NAME_LABEL: SERVER_NAME, INSTANCE_LABEL: name}
+    if role is not None:
+        labels[ROLE_LABEL] = role
+    return labels
+
+
+def model_hash(model: ModelSource) -> str:
+    """Identity of a model file and how it is loaded: a different hash is a new model."""
+    return _digest({"version": model.version, "uri": model.uri, "sha256": model.sha256,
+                    "format": model.format.value, "trusted": model.trusted,
+                    "trustedTypes": list(model.trusted_types)})[:16]
+
+
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    """Hash of a whole .spec, as status.specHash records it."""
+    return _digest(spec)[:16]
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    return {"apiVersion": GROUP_VERSION, "kind": KIND, "name": owner.name, "uid": owner.uid,
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def _labels(spec: ModelDeploymentSpec, role: str, model: ModelSource | None) -> dict[str, str]:
+    labels = {
+        **selector(spec.name, role),
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/managed-by": "modelgate",
+    }
+    if model is not None:
+        labels["app.kubernetes.io/version"] = model.version
+        labels[VERSION_LABEL] = model.version
+    return labels
+
+
+def _server_env(spec: ModelDeploymentSpec, model: ModelSource) -> list[dict[str, Any]]:
+    serving = spec.serving
+    settings = {
+        "MODELGATE_MODEL_URI": model.uri,
+        "MODELGATE_MODEL_NAME": spec.model_name,
+        "MODELGATE_MODEL_VERSION": model.version,
+        "MODELGATE_SHA256": model.sha256,
+        "MODELGATE_MODEL_FORMAT": model.format.value,
+        "MODELGATE_TRUSTED": "true" if model.trusted else "false",
+        "MODELGATE_TRUSTED_TYPES": ",".join(model.trusted_types) or None,
+        "MODELGATE_HOST": "0.0.0.0",
+        "MODELGATE_PORT": str(serving.port),
+        "MODELGATE_WORKERS": str(serving.workers),
+        "MODELGATE_BATCHING": serving.batching.mode.value,
+        "MODELGATE_MAX_BATCH_SIZE": str(serving.batching.max_batch_size),
+        "MODELGATE_MAX_WAIT": f"{serving.batching.max_wait_seconds:g}s",
+    }
+    env: list[dict[str, Any]] = [{"name": key, "value": value}
+                                 for key, value in settings.items() if value is not None]
+    for variable in serving.env:
+        if variable.value_from is not None:
+            ref_kind = ("secretKeyRef" if variable.value_from.kind == "secret"
+                        else "configMapKeyRef")
+            env.append({"name": variable.name, "valueFrom": {
+                ref_kind: {"name": variable.value_from.name, "key": variable.value_from.key}}})
+        else:
+            env.append({"name": variable.name, "value": variable.value or ""})
+    return env
+
+
+def deployment(spec: ModelDeploymentSpec, owner: Owner, role: str, model: ModelSource,
+               replicas: int) -> dict[str, Any]:
+    """The Deployment of one arm serving `model` with `replicas` pods."""
+    serving = spec.serving
+    labels = _labels(spec, role, model)
+    probe = {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 2,
+             "timeoutSeconds": 2, "failureThreshold": 2}
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": serving.image,
+        "imagePullPolicy": serving.image_pull_policy,
+        "ports": [{"name": "http", "containerPort": serving.port, "protocol": "TCP"}],
+        "env": _server_env(spec, model),
+        # Loading (and downloading) a model may take a while: readiness waits for it, liveness
+        # only asks whether the process answers.
+        "readinessProbe": probe,
+        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"},
+                          "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3},
+        "resources": {key: dict(values) for key, values in (
+            ("requests", serving.resources.requests), ("limits", serving.resources.limits))
+            if values},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+        # The server writes only under /tmp (multiprocess metrics, downloads).
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    body: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(spec.name, role),
+            "namespace": owner.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector(spec.name, role)},
+            # A rolling update that never drops below the declared capacity.
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {
+                    "prometheus.io/scrape": "true", "prometheus.io/port": str(serving.port),
+                    "prometheus.io/path": "/metrics"}},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
+                                        "runAsGroup": 65532, "fsGroup": 65532,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+    return _stamped(body)
+
+
+def service(spec: ModelDeploymentSpec, owner: Owner) -> dict[str, Any]:
+    """One Service over both arms: the replicas router splits traffic by pod count."""
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(spec.name),
+            "namespace": owner.namespace,
+            "labels": {**selector(spec.name), "app.kubernetes.io/managed-by": "modelgate"},
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "selector": selector(spec.name),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+    return _stamped(body)
+
+
+def _stamped(body: dict[str, Any]) -> dict[str, Any]:
+    metadata = body["metadata"]
+    metadata["annotations"] = {APPLIED_HASH: _digest(body)[:16]}
+    return body
+
+
+def applied_hash(child: Mapping[str, Any] | None) -> str | None:
+    """The hash an existing child was last written with (None if unknown)."""
+    if not child:
+        return None
+    annotations = (child.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(APPLIED_HASH)
+    return value if isinstance(value, str) else None
