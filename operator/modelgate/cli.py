@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from modelgate import __version__, api, replay
+from modelgate import __version__, api, control, replay
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,12 +42,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     analyze.add_argument("--tape", type=Path, required=True, metavar="FILE.jsonl",
                          help='JSON Lines: {"t", "role", "pod", "text"} per scrape')
 
+    run = commands.add_parser(
+        "run", help="run the operator",
+        description="Run the operator against the cluster of $KUBECONFIG (or, in a pod, its "
+        "service account). Settings come from MODELGATE_OPERATOR_* variables; see README.")
+    run.add_argument("--standalone", action="store_true", default=None,
+                     help="no kopf peering (one replica only); as "
+                     "MODELGATE_OPERATOR_STANDALONE=true")
+
+    status_cmd = commands.add_parser(
+        "status", help="show where ModelDeployments stand and why",
+        description="Phase, versions, weight, the last analysis per metric and recent history.")
+    status_cmd.add_argument("name", nargs="?", metavar="NAME")
+    status_cmd.add_argument("-n", "--namespace", default="default")
+
+    for verb, text in control.VERBS.items():
+        command = commands.add_parser(verb, help=text, description=text + ". Sets an "
+                                      "annotation (never .spec), then waits until the operator "
+                                      "has acted and shows the outcome.")
+        command.add_argument("name", metavar="NAME")
+        command.add_argument("-n", "--namespace", default="default")
+        command.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                             help="how long to wait for the operator (default 60; 0: do not "
+                             "wait)")
+
     args = parser.parse_args(argv)
-    handlers = {
-        "validate": lambda: _validate(args.files),
-        "analyze": lambda: _analyze(args.spec, args.tape),
-    }
-    return handlers[args.command]()
+    if args.command == "validate":
+        return _validate(args.files)
+    if args.command == "analyze":
+        return _analyze(args.spec, args.tape)
+    if args.command == "run":
+        return control.run_operator(standalone=args.standalone)
+    if args.command == "status":
+        return control.show_status(args.namespace, args.name)
+    return control.request(args.command, args.namespace, args.name, args.wait)
 
 
 def _analyze(spec_path: Path, tape_path: Path) -> int:

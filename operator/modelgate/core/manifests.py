@@ -23,6 +23,7 @@ VERSION_LABEL = "modelgate.dev/version"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 NAME_LABEL = "app.kubernetes.io/name"
 APPLIED_HASH = "modelgate.dev/applied-hash"
+MODEL_HASH = "modelgate.dev/model-hash"
 SERVER_NAME = "modelgate-serving"
 STABLE = "stable"
 CANARY = "canary"
@@ -172,7 +173,7 @@ def deployment(spec: ModelDeploymentSpec, owner: Owner, role: str, model: ModelS
             },
         },
     }
-    return _stamped(body)
+    return _stamped(body, {MODEL_HASH: model_hash(model)})
 
 
 def service(spec: ModelDeploymentSpec, owner: Owner) -> dict[str, Any]:
@@ -194,9 +195,10 @@ def service(spec: ModelDeploymentSpec, owner: Owner) -> dict[str, Any]:
     return _stamped(body)
 
 
-def _stamped(body: dict[str, Any]) -> dict[str, Any]:
+def _stamped(body: dict[str, Any], annotations: Mapping[str, str] | None = None
+             ) -> dict[str, Any]:
     metadata = body["metadata"]
-    metadata["annotations"] = {APPLIED_HASH: _digest(body)[:16]}
+    metadata["annotations"] = {**(annotations or {}), APPLIED_HASH: _digest(body)[:16]}
     return body
 
 

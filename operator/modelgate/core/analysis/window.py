@@ -101,14 +101,6 @@ class Window:
             scraped_at=t, roles=self.roles,
         )
 
-    def forget_pods(self, alive: Mapping[Role, Iterable[str]]) -> Window:
-        """Drop the last readings of pods that are gone (their counts stay in the totals)."""
-        keep = {(role, pod) for role, names in alive.items() for pod in names}
-        return Window(start=self.start,
-                      last={key: values for key, values in self.last.items() if key in keep},
-                      totals=self.totals, versions=self.versions, pods=self.pods,
-                      scraped_at=self.scraped_at, roles=self.roles)
-
     def observation(self, at: float) -> Observation:
         """Both arms' activity inside the window, judged at time `at`."""
         feedback: dict[tuple[str, str], float] = defaultdict(float)

@@ -1,0 +1,55 @@
+"""Thin kopf handlers: one timer per ModelDeployment owns reconciliation.
+
+The timer runs `reconcile` (observe, decide, ensure, write status once) every tick. There are
+no create/update handlers: the first tick comes at once for a new object, and a spec change
+is noticed by its hash in status, so nothing depends on which watch event was seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from modelgate import api
+from modelgate.handlers import metrics
+from modelgate.handlers.reconcile import reconcile
+from modelgate.k8s import ApiException, Cluster
+from modelgate.settings import OperatorSettings
+
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+
+def register(operator: OperatorSettings, registry: kopf.OperatorRegistry) -> None:
+    """Register the operator's handlers for these settings in `registry`."""
+    cluster = Cluster(on_error=lambda verb: metrics.API_ERRORS.labels(verb).inc())
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, logger: Logger, **_: Any) -> None:
+        settings.posting.level = logging.INFO
+        settings.watching.server_timeout = 300
+        settings.execution.max_workers = 8
+        if operator.metrics_port:
+            start_http_server(operator.metrics_port)
+            logger.info("operator metrics on :%d/metrics", operator.metrics_port)
+
+    @kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=operator.tick_seconds,
+                sharp=False, backoff=operator.tick_seconds, registry=registry,
+                id="reconcile")
+    def tick(body: kopf.Body, logger: Logger, **_: Any) -> None:
+        started = time.monotonic()
+        try:
+            result = reconcile(cluster, operator, body, now=time.time())
+        except ApiException as exc:
+            raise kopf.TemporaryError(f"Kubernetes API: {exc.status} {exc.reason}",
+                                      delay=operator.tick_seconds) from exc
+        finally:
+            metrics.TICK_SECONDS.observe(time.monotonic() - started)
+        for event in result.events:
+            (kopf.warn if event.warning else kopf.info)(body, reason=event.reason,
+                                                        message=event.message[:1000])
+            logger.log(logging.WARNING if event.warning else logging.INFO, "%s: %s",
+                       event.reason, event.message)

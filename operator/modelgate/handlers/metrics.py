@@ -1,0 +1,28 @@
+"""The operator's own Prometheus metrics (served on settings.metrics_port)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+ROLLOUTS_STARTED = Counter("modelgate_operator_rollouts_started",
+                           "Canary rollouts started.", ["namespace", "name"])
+ROLLOUTS_PROMOTED = Counter("modelgate_operator_rollouts_promoted",
+                            "Canary rollouts that ended in promotion.", ["namespace", "name"])
+ROLLOUTS_ROLLED_BACK = Counter("modelgate_operator_rollouts_rolled_back",
+                               "Canary rollouts rolled back (by the analysis or by a person).",
+                               ["namespace", "name"])
+ANALYSIS_SECONDS = Histogram("modelgate_operator_analysis_seconds",
+                             "Time to scrape both arms and judge them, in seconds.",
+                             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+TICK_SECONDS = Histogram("modelgate_operator_tick_seconds",
+                         "Time of one reconciliation tick, in seconds.",
+                         buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+API_ERRORS = Counter("modelgate_operator_api_errors",
+                     "Kubernetes API calls that failed, by verb.", ["verb"])
+
+EVENT_COUNTERS = {
+    "RolloutStarted": ROLLOUTS_STARTED,
+    "Promoted": ROLLOUTS_PROMOTED,
+    "RolledBack": ROLLOUTS_ROLLED_BACK,
+}
+"""Event reason -> the counter it bumps."""

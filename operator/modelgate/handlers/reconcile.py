@@ -1,0 +1,102 @@
+"""One tick for one ModelDeployment: observe -> core.decide -> ensure children -> status.
+
+Kept apart from kopf so the sandbox tests and the kopf timer run the very same function. The
+order matters for restart safety: children are ensured before status is written, so a crash
+in between leaves status one tick behind the cluster, and the next tick (which reads both)
+simply decides the same again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from modelgate import api, status
+from modelgate.core import machine, manifests
+from modelgate.core.state import Event, Observed, RolloutState
+from modelgate.handlers import metrics
+from modelgate.k8s import Cluster
+from modelgate.providers import MetricProvider, ProviderUnavailableError, provider_for
+from modelgate.settings import OperatorSettings
+
+
+@dataclass(frozen=True)
+class TickResult:
+    status: dict[str, Any]
+    events: tuple[Event, ...]
+
+
+ProviderFactory = Callable[..., MetricProvider]
+
+
+def reconcile(cluster: Cluster, settings: OperatorSettings, body: Mapping[str, Any],
+              now: float, provider_factory: ProviderFactory = provider_for) -> TickResult:
+    """Decide one tick for `body` (a ModelDeployment), act on it and write its status."""
+    metadata = body.get("metadata") or {}
+    namespace = str(metadata.get("namespace") or "default")
+    name = str(metadata.get("name"))
+    events: list[Event] = []
+    try:
+        state = status.state_from_status(body.get("status"))
+    except ValueError as exc:
+        events.append(Event("StatusUnreadable", f"{exc}; starting from what the cluster "
+                            "shows", warning=True))
+        state = RolloutState()
+    existing = {
+        role: cluster.get_deployment(namespace, manifests.deployment_name(name, role))
+        for role in (manifests.STABLE, manifests.CANARY)
+    }
+    observed = Observed(
+        generation=int(metadata.get("generation") or 0),
+        spec_hash=manifests.spec_hash(body.get("spec") or {}),
+        controls=status.controls(metadata.get("annotations")),
+        stable=status.arm_observed(existing[manifests.STABLE]),
+        canary=status.arm_observed(existing[manifests.CANARY]),
+    )
+    try:
+        spec = api.parse(body)
+        provider = provider_factory(spec.analysis.provider,
+                                    timeout_cap=settings.scrape_timeout_seconds,
+                                    concurrency=settings.scrape_concurrency)
+    except (api.SpecError, ProviderUnavailableError) as exc:
+        problems = exc.problems if isinstance(exc, api.SpecError) else [str(exc)]
+        decision = machine.decide_invalid(state, observed, problems, now)
+        return _write(cluster, namespace, name, decision.state, None, now,
+                      (*events, *decision.events))
+
+    if machine.wants_scrape(spec, state, now):
+        assert state.canary is not None
+        started = time.monotonic()
+        pods = cluster.ready_pods(namespace, name)
+        scrape = provider.collect(pods, spec.serving.port, now - state.canary.started_at)
+        metrics.ANALYSIS_SECONDS.observe(time.monotonic() - started)
+        observed = Observed(generation=observed.generation, spec_hash=observed.spec_hash,
+                            controls=observed.controls, stable=observed.stable,
+                            canary=observed.canary, scrape=scrape)
+    decision = machine.decide(spec, state, observed, now)
+
+    owner = manifests.Owner(name=name, namespace=namespace, uid=str(metadata.get("uid")))
+    cluster.ensure_service(manifests.service(spec, owner))
+    for role, plan in ((manifests.STABLE, decision.stable), (manifests.CANARY, decision.canary)):
+        if plan is None:
+            if existing[role] is not None:
+                cluster.delete_deployment(namespace, manifests.deployment_name(name, role))
+        else:
+            cluster.ensure_deployment(
+                manifests.deployment(spec, owner, role, plan.model, plan.replicas),
+                existing[role])
+    for event in decision.events:
+        counter = metrics.EVENT_COUNTERS.get(event.reason)
+        if counter is not None:
+            counter.labels(namespace, name).inc()
+    return _write(cluster, namespace, name, decision.state, decision.record, now,
+                  (*events, *decision.events))
+
+
+def _write(cluster: Cluster, namespace: str, name: str, state: RolloutState, record: Any,
+           now: float, events: tuple[Event, ...]) -> TickResult:
+    new_status = status.status_from_state(state, record, judged_at=now)
+    cluster.patch_status(namespace, name, new_status)
+    return TickResult(status=new_status, events=events)

@@ -1,0 +1,159 @@
+"""The only code that talks to the Kubernetes API.
+
+Responses are read as plain dicts (`_preload_content=False`), the same shape the builders in
+`modelgate.core.manifests` produce, so nothing depends on the client's model classes. Writes are
+JSON merge patches of whole sub-objects (lists are replaced, never merged), which a real API
+server and the sandbox's emulator apply alike.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from modelgate import api
+from modelgate.core import manifests
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+
+@dataclass(frozen=True)
+class PodAddress:
+    """A ready serving pod and where its server listens."""
+
+    name: str
+    role: str
+    ip: str
+
+
+def load_config() -> None:
+    """In a pod, the service account; elsewhere, $KUBECONFIG or ~/.kube/config."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+def _json(response: Any) -> Any:
+    return json.loads(response.data or b"null")
+
+
+class Cluster:
+    """The API calls the operator and the CLI make (RBAC in manifests/ grants exactly these)."""
+
+    def __init__(self, api_client: client.ApiClient | None = None,
+                 on_error: Callable[[str], None] | None = None) -> None:
+        self.api_client = api_client or client.ApiClient()
+        self.apps = client.AppsV1Api(self.api_client)
+        self.core = client.CoreV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.on_error = on_error or (lambda _verb: None)
+
+    def _call(self, verb: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return _json(function(*args, _preload_content=False, **kwargs))
+        except ApiException as exc:
+            if exc.status != 404:
+                self.on_error(verb)
+            raise
+
+    # --- ModelDeployments ------------------------------------------------------------------
+
+    def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        return dict(self._call("get", self.custom.get_namespaced_custom_object,
+                               api.GROUP, api.VERSION, namespace, api.PLURAL, name))
+
+    def list_model_deployments(self, namespace: str | None) -> list[dict[str, Any]]:
+        if namespace:
+            result = self._call("list", self.custom.list_namespaced_custom_object,
+                                api.GROUP, api.VERSION, namespace, api.PLURAL)
+        else:
+            result = self._call("list", self.custom.list_cluster_custom_object,
+                                api.GROUP, api.VERSION, api.PLURAL)
+        return list(result.get("items", []))
+
+    def annotate_model_deployment(self, namespace: str, name: str,
+                                  annotations: Mapping[str, str | None]) -> None:
+        """Set (or, with None, remove) annotations; never touches .spec."""
+        self._call("patch", self.custom.patch_namespaced_custom_object, api.GROUP, api.VERSION,
+                   namespace, api.PLURAL, name, {"metadata": {"annotations": dict(annotations)}},
+                   _content_type=MERGE_PATCH)
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self._call("patch", self.custom.patch_namespaced_custom_object_status, api.GROUP,
+                   api.VERSION, namespace, api.PLURAL, name, {"status": dict(status)},
+                   _content_type=MERGE_PATCH)
+
+    # --- children --------------------------------------------------------------------------
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(self._call("get", self.apps.read_namespaced_deployment, name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def ensure_deployment(self, body: Mapping[str, Any],
+                          existing: Mapping[str, Any] | None) -> None:
+        """Create the Deployment, or patch it if what it should be has changed."""
+        namespace = body["metadata"]["namespace"]
+        if existing is None:
+            self._call("create", self.apps.create_namespaced_deployment, namespace, dict(body))
+        elif manifests.applied_hash(existing) != manifests.applied_hash(body):
+            self._call("patch", self.apps.patch_namespaced_deployment,
+                       body["metadata"]["name"], namespace,
+                       {"metadata": {key: body["metadata"][key] for key in
+                                     ("labels", "annotations", "ownerReferences")},
+                        "spec": body["spec"]}, _content_type=MERGE_PATCH)
+
+    def delete_deployment(self, namespace: str, name: str) -> None:
+        try:
+            self._call("delete", self.apps.delete_namespaced_deployment, name, namespace,
+                       propagation_policy="Foreground")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def ensure_service(self, body: Mapping[str, Any]) -> None:
+        namespace = body["metadata"]["namespace"]
+        name = body["metadata"]["name"]
+        try:
+            existing = self._call("get", self.core.read_namespaced_service, name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self._call("create", self.core.create_namespaced_service, namespace, dict(body))
+            return
+        if manifests.applied_hash(existing) != manifests.applied_hash(body):
+            self._call("patch", self.core.patch_namespaced_service, name, namespace,
+                       {"metadata": {key: body["metadata"][key] for key in
+                                     ("labels", "annotations", "ownerReferences")},
+                        "spec": {key: body["spec"][key] for key in ("selector", "ports")}},
+                       _content_type=MERGE_PATCH)
+
+    def ready_pods(self, namespace: str, name: str) -> list[PodAddress]:
+        """Ready serving pods of both arms, with their addresses, from the API."""
+        selector = ",".join(f"{key}={value}" for key, value in manifests.selector(name).items())
+        pods = self._call("list", self.core.list_namespaced_pod, namespace,
+                          label_selector=selector)
+        result = []
+        for pod in pods.get("items", []):
+            metadata = pod.get("metadata") or {}
+            status = pod.get("status") or {}
+            role = (metadata.get("labels") or {}).get(manifests.ROLE_LABEL)
+            ready = any(condition.get("type") == "Ready" and condition.get("status") == "True"
+                        for condition in status.get("conditions") or [])
+            if ready and status.get("podIP") and role in (manifests.STABLE, manifests.CANARY) \
+                    and not metadata.get("deletionTimestamp"):
+                result.append(PodAddress(name=metadata["name"], role=role, ip=status["podIP"]))
+        return result
+
+
+__all__ = ["ApiException", "Cluster", "PodAddress", "load_config"]

@@ -1,0 +1,92 @@
+"""Operator settings, read from the environment (MODELGATE_OPERATOR_<NAME>) with defaults.
+
+Each field's docstring gives its unit and default; `modelgate run --help` and the README list
+them. A value that cannot be read stops the operator at start with a message naming it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+ENV_PREFIX = "MODELGATE_OPERATOR_"
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """How the operator runs."""
+
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch, comma-separated; empty (the default) watches the whole cluster."""
+    tick_seconds: float = 5.0
+    """Seconds between reconciliations of one ModelDeployment (default 5). Each tick reads the
+    cluster, decides, and writes status once."""
+    scrape_timeout_seconds: float = 5.0
+    """Upper bound in seconds on one scrape of a pod's /metrics (default 5); a spec's
+    analysis.provider.timeout may only shorten it."""
+    scrape_concurrency: int = 16
+    """Pods scraped at once (default 16)."""
+    metrics_port: int = 8000
+    """Port of the operator's own Prometheus metrics (default 8000; 0 turns them off)."""
+    health_port: int = 8081
+    """Port of the liveness endpoint /healthz (default 8081; 0 turns it off)."""
+    standalone: bool = False
+    """Run without kopf peering (default false). Set true for a single replica without the
+    peering CRD, as the sandbox does."""
+
+
+class SettingsError(ValueError):
+    """An environment variable that cannot be read."""
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper().removesuffix("_SECONDS")
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> OperatorSettings:
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for item in fields(OperatorSettings):
+        name = env_name(item.name)
+        text = environ.get(name)
+        if text is None or text == "":
+            continue
+        default = getattr(OperatorSettings(), item.name)
+        try:
+            if isinstance(default, bool):
+                if text.lower() not in ("true", "false"):
+                    raise ValueError("use true or false")
+                values[item.name] = text.lower() == "true"
+            elif isinstance(default, tuple):
+                values[item.name] = tuple(part.strip() for part in text.split(",") if part.strip())
+            elif isinstance(default, int):
+                number = int(text)
+                if number < 0:
+                    raise ValueError("must not be negative")
+                values[item.name] = number
+            else:
+                seconds = float(text)
+                if not seconds > 0 or seconds == float("inf"):
+                    raise ValueError("must be a positive number of seconds")
+                values[item.name] = seconds
+        except ValueError as exc:
+            raise SettingsError(f"{name}={text!r}: {exc}") from exc
+    return OperatorSettings(**values)  # type: ignore[arg-type]
+
+
+def field_docs() -> dict[str, str]:
+    """Environment variable -> its documentation, for the README."""
+    import ast
+    import inspect
+
+    source = inspect.getsource(OperatorSettings)
+    tree = ast.parse(source)
+    docs: dict[str, str] = {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for node, following in itertools.pairwise(body):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and \
+                isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+            docs[env_name(node.target.id)] = " ".join(str(following.value.value).split())
+    return docs

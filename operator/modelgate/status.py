@@ -1,0 +1,209 @@
+"""status of a ModelDeployment (a dict) <-> the core's RolloutState, and what the cluster shows
+(annotations, Deployments) -> the core's Observed parts.
+
+Status is the operator's memory: a restarted operator reads it back and continues, so every
+field the core needs round-trips exactly. Times are RFC 3339 in status and seconds since the
+epoch in the core.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from modelgate import api
+from modelgate.core.analysis import Window
+from modelgate.core.manifests import MODEL_HASH
+from modelgate.core.state import (
+    ArmObserved,
+    CanaryState,
+    Condition,
+    ControlRequests,
+    Controls,
+    HistoryEntry,
+    Outcome,
+    Rejection,
+    RolloutState,
+    StableState,
+)
+from modelgate.core.types import ModelFormat, ModelSource, Phase
+
+CONTROL_PROMOTE = "modelgate.dev/promote"
+"""Annotation: any new value promotes the canary now, skipping the remaining steps."""
+CONTROL_ABORT = "modelgate.dev/abort"
+"""Annotation: any new value rolls the canary back now."""
+CONTROL_RETRY = "modelgate.dev/retry"
+"""Annotation: any new value lets a rolled-back model be tried again."""
+CONTROL_PAUSED = "modelgate.dev/paused"
+"""Annotation: while "true", the step program does not advance (analysis still runs)."""
+
+
+def to_time(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
+def from_time(text: Any) -> float:
+    if not isinstance(text, str):
+        raise ValueError(f"{text!r} is not a time")
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def controls(annotations: Mapping[str, str] | None) -> ControlRequests:
+    annotations = annotations or {}
+    return ControlRequests(
+        promote=annotations.get(CONTROL_PROMOTE) or None,
+        abort=annotations.get(CONTROL_ABORT) or None,
+        retry=annotations.get(CONTROL_RETRY) or None,
+        paused=str(annotations.get(CONTROL_PAUSED, "")).lower() == "true",
+    )
+
+
+def arm_observed(deployment: Mapping[str, Any] | None) -> ArmObserved | None:
+    """What a Deployment of one arm shows; None if it does not exist."""
+    if not deployment:
+        return None
+    metadata = deployment.get("metadata") or {}
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    replicas = int(spec.get("replicas", 1) or 0)
+    ready = int(status.get("readyReplicas", 0) or 0)
+    updated = int(status.get("updatedReplicas", 0) or 0)
+    current = int(status.get("replicas", 0) or 0)
+    seen = int(status.get("observedGeneration", 0) or 0) >= int(metadata.get("generation", 0) or 0)
+    return ArmObserved(
+        model_hash=(metadata.get("annotations") or {}).get(MODEL_HASH),
+        replicas=replicas, ready=ready, updated=updated, current=current,
+        settled=seen and updated == replicas and current == replicas and ready >= replicas,
+    )
+
+
+# --- status -> state ------------------------------------------------------------------------
+
+def _model(data: Mapping[str, Any]) -> ModelSource:
+    return ModelSource(
+        version=str(data["version"]), uri=str(data["uri"]), sha256=data.get("sha256"),
+        format=ModelFormat(data.get("format", ModelFormat.SKOPS.value)),
+        trusted=bool(data.get("trusted", False)),
+        trusted_types=tuple(str(name) for name in data.get("trustedTypes", ())),
+    )
+
+
+def state_from_status(status: Mapping[str, Any] | None) -> RolloutState:
+    """The core's state from status; ValueError if status was damaged beyond reading."""
+    status = status or {}
+    try:
+        stable_data = status.get("stable")
+        stable = None
+        if stable_data and stable_data.get("version") and stable_data.get("uri"):
+            stable = StableState(model=_model(stable_data),
+                                 since=from_time(stable_data.get("since")))
+        canary = None
+        canary_data = status.get("canary")
+        if canary_data and canary_data.get("version") and canary_data.get("uri"):
+            last = canary_data.get("lastAnalysisAt")
+            canary = CanaryState(
+                model=_model(canary_data),
+                started_at=from_time(canary_data.get("startedAt")),
+                step_index=int(canary_data.get("stepIndex", 0)),
+                step_started_at=from_time(canary_data.get("stepStartedAt")),
+                desired_weight=int(canary_data.get("desiredWeight", 0)),
+                weight=int(canary_data.get("weight", 0)),
+                promoting=bool(canary_data.get("promoting", False)),
+                held=canary_data.get("held"),
+                paused=bool(canary_data.get("paused", False)),
+                last_analysis_at=None if last is None else from_time(last),
+                provider_errors=int(canary_data.get("providerErrors", 0)),
+                window=Window.from_json(canary_data.get("window") or {}),
+            )
+        rejected = tuple(
+            Rejection(model_hash=str(item["modelHash"]), version=str(item["version"]),
+                      sha256=item.get("sha256"), reason=str(item.get("reason", "")),
+                      at=from_time(item["at"]))
+            for item in status.get("rejected", []) if item.get("modelHash"))
+        history = tuple(
+            HistoryEntry(version=str(item["version"]), outcome=Outcome(item["outcome"]),
+                         reason=str(item.get("reason", "")), at=from_time(item["at"]))
+            for item in status.get("history", []))
+        conditions = tuple(
+            Condition(type=str(item["type"]), status=str(item["status"]),
+                      reason=str(item.get("reason", "")), message=str(item.get("message", "")),
+                      last_transition=from_time(item["lastTransitionTime"]),
+                      observed_generation=item.get("observedGeneration"))
+            for item in status.get("conditions", []))
+        control = status.get("controls") or {}
+        phase = status.get("phase")
+        return RolloutState(
+            phase=Phase(phase) if phase else Phase.PENDING,
+            message=str(status.get("message", "")),
+            observed_generation=status.get("observedGeneration"),
+            spec_hash=status.get("specHash"),
+            stable=stable, canary=canary, rejected=rejected, history=history,
+            conditions=conditions,
+            controls=Controls(promote=control.get("promote"), abort=control.get("abort"),
+                              retry=control.get("retry")),
+            analysis=status.get("analysis"),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"status cannot be read back: {exc!r}") from exc
+
+
+# --- state -> status ------------------------------------------------------------------------
+
+def _model_status(model: ModelSource) -> dict[str, Any]:
+    data: dict[str, Any] = {"version": model.version, "uri": model.uri,
+                            "format": model.format.value, "trusted": model.trusted}
+    if model.sha256:
+        data["sha256"] = model.sha256
+    if model.trusted_types:
+        data["trustedTypes"] = list(model.trusted_types)
+    return data
+
+
+def status_from_state(state: RolloutState, record: Any = None,
+                      judged_at: float | None = None) -> dict[str, Any]:
+    """The whole status to write; `record` is this tick's AnalysisRecord, if any. Fields that
+    no longer apply are written as None, so a merge patch removes them."""
+    analysis: Any = state.analysis
+    if record is not None:
+        analysis = api.analysis_record_to_status(record)
+        if judged_at is not None:
+            analysis["time"] = to_time(judged_at)
+    canary = state.canary
+    canary_status: dict[str, Any] | None = None
+    if canary is not None:
+        canary_status = {
+            **_model_status(canary.model),
+            "weight": canary.weight, "desiredWeight": canary.desired_weight,
+            "stepIndex": canary.step_index, "stepStartedAt": to_time(canary.step_started_at),
+            "startedAt": to_time(canary.started_at), "promoting": canary.promoting,
+            "paused": canary.paused, "held": canary.held,
+            "lastAnalysisAt": None if canary.last_analysis_at is None
+            else to_time(canary.last_analysis_at),
+            "providerErrors": canary.provider_errors,
+            "window": canary.window.to_json(),
+        }
+    return {
+        "phase": state.phase.value,
+        "message": state.message,
+        "observedGeneration": state.observed_generation,
+        "specHash": state.spec_hash,
+        "stable": None if state.stable is None else {
+            **_model_status(state.stable.model), "since": to_time(state.stable.since)},
+        "canary": canary_status,
+        "rejected": [{"version": r.version, "modelHash": r.model_hash, "reason": r.reason,
+                      "at": to_time(r.at), **({"sha256": r.sha256} if r.sha256 else {})}
+                     for r in state.rejected],
+        "history": [{"version": h.version, "outcome": h.outcome.value, "reason": h.reason,
+                     "at": to_time(h.at)} for h in state.history],
+        "analysis": analysis,
+        "conditions": [{"type": c.type, "status": c.status, "reason": c.reason,
+                        "message": c.message, "lastTransitionTime": to_time(c.last_transition),
+                        **({"observedGeneration": c.observed_generation}
+                           if c.observed_generation is not None else {})}
+                       for c in state.conditions],
+        "controls": {key: value for key, value in (
+            ("promote", state.controls.promote), ("abort", state.controls.abort),
+            ("retry", state.controls.retry)) if value},
+    }
