@@ -41,6 +41,7 @@ def run_operator(standalone: bool | None) -> int:
     if standalone is not None:
         settings = operator_settings.OperatorSettings(**{**settings.__dict__,
                                                          "standalone": standalone})
+    load_config()
     registry = kopf.OperatorRegistry()
     register(settings, registry)
     kopf.configure(verbose=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from modelgate.core import steps as program
-from modelgate.core.analysis import AnalysisRecord, Decision, MetricRecord, Verdict, judge
+from modelgate.core.analysis import AnalysisRecord, Decision, Verdict, judge
 from modelgate.core.manifests import model_hash
 from modelgate.core.state import (
     ArmPlan,
@@ -312,7 +312,7 @@ class _Tick:
     def hold(self, why: str) -> None:
         canary = self.state.canary
         assert canary is not None
-        if canary.held != why:
+        if canary.held is None:
             self.emit("Held", why, warning=True)
         self.set_canary(held=why)
         self.hold_message(why)
@@ -397,13 +397,21 @@ class _Tick:
         self.ready_condition()
 
     def _analysis_summary(self) -> str:
-        record = self.record
-        if record is None:
+        """The last analysis in a few words (this tick's, or the one kept in status)."""
+        if self.record is not None:
+            metrics = [(m.name, m.verdict.value, m.required_samples, m.canary.samples)
+                       for m in self.record.metrics]
+        elif self.state.analysis and self.state.canary is not None and \
+                self.state.canary.last_analysis_at is not None:
+            metrics = [(str(m.get("name")), str(m.get("verdict")), m.get("requiredSamples"),
+                        (m.get("canary") or {}).get("samples", 0))
+                       for m in self.state.analysis.get("metrics", [])]
+        else:
             return ""
-        waiting = [m for m in record.metrics if m.verdict is not Verdict.PASS]
+        waiting = [m for m in metrics if m[1] != Verdict.PASS.value]
         if not waiting:
             return "; every metric passes"
-        return "; " + "; ".join(_needs(m) for m in waiting[:3])
+        return "; " + "; ".join(_needs(*m) for m in waiting[:3])
 
     def begin_promotion(self, why: str) -> None:
         canary = self.state.canary
@@ -479,11 +487,10 @@ class _Tick:
                             events=tuple(self.events), record=self.record)
 
 
-def _needs(metric: MetricRecord) -> str:
-    if metric.verdict is Verdict.NO_DATA and metric.required_samples:
-        return (f"{metric.name} needs about {metric.required_samples} more canary samples "
-                f"(has {metric.canary.samples})")
-    return f"{metric.name}: {metric.verdict.value}"
+def _needs(name: str, verdict: str, required: int | None, samples: int) -> str:
+    if required:
+        return f"{name}: {verdict}, needs about {required} more canary samples (has {samples})"
+    return f"{name}: {verdict}"
 
 
 def _set_condition(conditions: tuple[Condition, ...], kind: str, status: bool, reason: str,

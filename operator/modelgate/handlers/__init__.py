@@ -23,13 +23,27 @@ from modelgate.settings import OperatorSettings
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
+def _quiet_timer_success(record: logging.LogRecord) -> bool:
+    """Drop kopf's "Timer 'reconcile' succeeded." line, logged every tick for every object."""
+    return not record.getMessage().endswith("succeeded.")
+
+
 def register(operator: OperatorSettings, registry: kopf.OperatorRegistry) -> None:
     """Register the operator's handlers for these settings in `registry`."""
     cluster = Cluster(on_error=lambda verb: metrics.API_ERRORS.labels(verb).inc())
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # a custom registry has none of kopf's default login handlers: in a pod, the service
+        # account; elsewhere, $KUBECONFIG
+        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
+        return info or kopf.login_with_kubeconfig(**kwargs)
+
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, logger: Logger, **_: Any) -> None:
-        settings.posting.level = logging.INFO
+        # kopf would post every log line of a handler as an Event; ours are posted explicitly
+        settings.posting.loggers = False
+        logging.getLogger("kopf.objects").addFilter(_quiet_timer_success)
         settings.watching.server_timeout = 300
         settings.execution.max_workers = 8
         if operator.metrics_port:
@@ -49,7 +63,7 @@ def register(operator: OperatorSettings, registry: kopf.OperatorRegistry) -> Non
         finally:
             metrics.TICK_SECONDS.observe(time.monotonic() - started)
         for event in result.events:
-            (kopf.warn if event.warning else kopf.info)(body, reason=event.reason,
-                                                        message=event.message[:1000])
+            kopf.event(body, type="Warning" if event.warning else "Normal",
+                       reason=event.reason, message=event.message[:1000])
             logger.log(logging.WARNING if event.warning else logging.INFO, "%s: %s",
                        event.reason, event.message)

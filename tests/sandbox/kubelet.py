@@ -1,0 +1,214 @@
+"""A kubelet and Deployment controller stand-in: Deployments become real `modelgate-serve`
+processes, each with a Pod object carrying its 127.x.y.z address and readiness.
+
+It reads and writes only through the API (as the real components do), so the operator sees
+pods exactly as in a cluster: labels from the template, status.podIP, a Ready condition from
+the readiness probe, and Deployment status (replicas, updatedReplicas, readyReplicas,
+observedGeneration). Rolling updates follow the Deployment's maxSurge 1 / maxUnavailable 0:
+one new pod at a time, an old one removed only when a new one is ready.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from kubernetes import client
+
+MERGE = "application/merge-patch+json"
+SERVE = str(Path(sys.executable).with_name("modelgate-serve"))
+
+
+@dataclass
+class PodProcess:
+    name: str
+    ip: str
+    port: int
+    template_hash: str
+    labels: dict[str, str]
+    process: subprocess.Popen[bytes]
+    log: Path
+    ready: bool = False
+    restarts: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Kubelet:
+    """Runs in a thread; `stop()` kills every process it started."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, workdir: Path, ip_base: int,
+                 pythonpath: str) -> None:
+        self.apps = client.AppsV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.namespace = namespace
+        self.workdir = workdir
+        self.pythonpath = pythonpath
+        self.pods: dict[str, list[PodProcess]] = {}  # deployment name -> pods
+        self._addresses = (f"127.{ip_base}.{high}.{low}" for high in range(256)
+                           for low in range(2, 255))
+        self._names = itertools.count(1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kubelet", daemon=True)
+        self.session = requests.Session()
+        self.errors: list[str] = []
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        for pods in self.pods.values():
+            for pod in pods:
+                self._kill(pod)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sync()
+            except Exception as exc:  # the harness keeps going; tests see it in .errors
+                self.errors.append(repr(exc))
+            self._stop.wait(0.2)
+
+    # --- one pass --------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        deployments = json.loads(self.apps.list_namespaced_deployment(
+            self.namespace, _preload_content=False).data)["items"]
+        alive = set()
+        for deployment in deployments:
+            name = deployment["metadata"]["name"]
+            alive.add(name)
+            self._reconcile(deployment, self.pods.setdefault(name, []))
+        for name in list(self.pods):
+            if name not in alive:  # the Deployment was deleted: so are its pods
+                for pod in self.pods.pop(name):
+                    self._remove(pod)
+
+    def _reconcile(self, deployment: dict[str, Any], pods: list[PodProcess]) -> None:
+        spec = deployment["spec"]
+        template = spec["template"]
+        template_hash = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
+        replicas = int(spec.get("replicas", 1))
+        for pod in pods:
+            self._probe(pod)
+        new = [pod for pod in pods if pod.template_hash == template_hash]
+        old = [pod for pod in pods if pod.template_hash != template_hash]
+        # maxSurge 1: one new pod at a time, never more than replicas + 1 in all
+        if len(new) < replicas and len(pods) < replicas + 1 and all(p.ready for p in new):
+            pods.append(self._start(deployment, template, template_hash))
+        # maxUnavailable 0: an old pod goes only while the ready count stays at replicas
+        for victim in list(old):
+            ready = sum(1 for p in pods if p.ready)
+            if not victim.ready or ready - 1 >= replicas:
+                pods.remove(victim)
+                self._remove(victim)
+        while len(new) > replicas:
+            victim = new.pop()
+            pods.remove(victim)
+            self._remove(victim)
+        new = [pod for pod in pods if pod.template_hash == template_hash]
+        status = {
+            "observedGeneration": deployment["metadata"].get("generation", 1),
+            "replicas": len(pods),
+            "updatedReplicas": len(new),
+            "readyReplicas": sum(1 for p in pods if p.ready),
+            "availableReplicas": sum(1 for p in pods if p.ready),
+        }
+        if status != {key: (deployment.get("status") or {}).get(key) for key in status}:
+            self.apps.patch_namespaced_deployment_status(
+                deployment["metadata"]["name"], self.namespace, {"status": status},
+                _content_type=MERGE, _preload_content=False)
+
+    # --- pods ------------------------------------------------------------------------------
+
+    def _start(self, deployment: dict[str, Any], template: dict[str, Any],
+               template_hash: str) -> PodProcess:
+        container = template["spec"]["containers"][0]
+        port = int(container["ports"][0]["containerPort"])
+        ip = next(self._addresses)
+        name = f"{deployment['metadata']['name']}-{template_hash[:6]}-{next(self._names)}"
+        env = {item["name"]: item.get("value", "") for item in container.get("env", [])
+               if "value" in item}
+        env["MODELGATE_HOST"] = ip
+        labels = dict(template["metadata"].get("labels", {}))
+        self.core.create_namespaced_pod(self.namespace, {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": self.namespace, "labels": labels,
+                         "ownerReferences": [{
+                             "apiVersion": "apps/v1", "kind": "Deployment",
+                             "name": deployment["metadata"]["name"],
+                             "uid": deployment["metadata"]["uid"], "controller": True}]},
+            "spec": template["spec"],
+        }, _preload_content=False)
+        self.core.patch_namespaced_pod_status(name, self.namespace, {"status": {
+            "phase": "Running", "podIP": ip, "hostIP": "127.0.0.1",
+            "conditions": [{"type": "Ready", "status": "False"}]}},
+            _content_type=MERGE, _preload_content=False)
+        return PodProcess(name=name, ip=ip, port=port, template_hash=template_hash,
+                         labels=labels, process=self._spawn(name, env),
+                         log=self.workdir / f"{name}.log", env=env)
+
+    def _spawn(self, name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{name}.log").open("ab")
+        full_env = {**os.environ, **env, "PYTHONPATH": self.pythonpath}
+        return subprocess.Popen([SERVE], env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    def _probe(self, pod: PodProcess) -> None:
+        if pod.process.poll() is not None:  # crashed: restart it, as a kubelet would
+            pod.restarts += 1
+            pod.process = self._spawn(pod.name, pod.env)
+            ready = False
+        else:
+            try:
+                answer = self.session.get(f"http://{pod.ip}:{pod.port}/v2/health/ready",
+                                          timeout=0.5)
+                ready = answer.status_code == 200
+            except requests.RequestException:
+                ready = False
+        if ready != pod.ready:
+            pod.ready = ready
+            self.core.patch_namespaced_pod_status(pod.name, self.namespace, {"status": {
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                "containerStatuses": [{"name": "server", "ready": ready,
+                                       "restartCount": pod.restarts}]}},
+                _content_type=MERGE, _preload_content=False)
+
+    def _remove(self, pod: PodProcess) -> None:
+        self._kill(pod)
+        try:
+            self.core.delete_namespaced_pod(pod.name, self.namespace, _preload_content=False)
+        except client.exceptions.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    @staticmethod
+    def _kill(pod: PodProcess) -> None:
+        if pod.process.poll() is None:
+            os.killpg(pod.process.pid, signal.SIGTERM)
+            try:
+                pod.process.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(pod.process.pid, signal.SIGKILL)
+                pod.process.wait(5)
+
+    def ready_endpoints(self, selector: dict[str, str]) -> list[tuple[str, int, str]]:
+        """(ip, port, pod) of ready pods whose labels match, as kube-proxy would route."""
+        return [(pod.ip, pod.port, pod.name) for pods in list(self.pods.values())
+                for pod in list(pods)
+                if pod.ready and all(pod.labels.get(k) == v for k, v in selector.items())]
+
+    def all_pods(self) -> list[PodProcess]:
+        return [pod for pods in list(self.pods.values()) for pod in list(pods)]
+
