@@ -41,7 +41,7 @@ class Sandbox:
         self.models: dict[str, ModelFile] = {}
         self.operator: subprocess.Popen[bytes] | None = None
         self.operator_log = workdir / "operator.log"
-        self.traffic: Traffic | None = None
+        self.traffic: dict[str, Traffic] = {}
         self.cluster: EmulatedCluster | None = None
 
     @classmethod
@@ -112,14 +112,34 @@ class Sandbox:
         selector = {"app.kubernetes.io/name": "modelgate-serving",
                     "app.kubernetes.io/instance": name}
         rows = [list(map(float, row)) for row in iris_rows()]
-        self.traffic = Traffic(lambda: self.kubelet.ready_endpoints(selector),
-                               model_name or name, rows, rate).start()
-        return self.traffic
+        self.stop_traffic(name)
+        traffic = Traffic(lambda: self.kubelet.ready_endpoints(selector), model_name or name,
+                          rows, rate, workers=min(8, max(1, int(rate)))).start()
+        self.traffic[name] = traffic
+        return traffic
 
-    def stop_traffic(self) -> None:
-        if self.traffic is not None:
-            self.traffic.stop()
-            self.traffic = None
+    def stop_traffic(self, name: str | None = None) -> None:
+        for key in [name] if name else list(self.traffic):
+            traffic = self.traffic.pop(key, None)
+            if traffic is not None:
+                traffic.stop()
+
+    def delete(self, name: str) -> None:
+        """Delete a ModelDeployment and, as the garbage collector would, its children."""
+        self.stop_traffic(name)
+        self.custom.delete_namespaced_custom_object(
+            "modelgate.dev", "v1alpha1", NAMESPACE, "modeldeployments", name,
+            _preload_content=False)
+        from kubernetes import client
+
+        apps = client.AppsV1Api(self.api)
+        for role in ("stable", "canary"):
+            try:
+                apps.delete_namespaced_deployment(f"{name}-{role}", NAMESPACE,
+                                                  _preload_content=False)
+            except client.exceptions.ApiException as exc:
+                if exc.status != 404:
+                    raise
 
     # --- ModelDeployments -------------------------------------------------------------------
 

@@ -103,6 +103,7 @@ def build(directory: Path) -> dict[str, ModelFile]:
     models: dict[str, tuple[Any, tuple[str, ...]]] = {
         "v1": (LogisticRegression(max_iter=500, C=1.0).fit(x, y), ()),
         "v2": (LogisticRegression(max_iter=500, C=0.8).fit(x, y), ()),
+        "v4": (LogisticRegression(max_iter=500, C=0.6).fit(x, y), ()),
         "v3": (FaultyClassifier(LogisticRegression(max_iter=500)).fit(x, y),
                    (FAULTY_TYPE,)),
         "v3-slow": (SlowClassifier(LogisticRegression(max_iter=500)).fit(x, y), (SLOW_TYPE,)),

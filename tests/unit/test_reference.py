@@ -34,6 +34,15 @@ def test_readme_serving_settings_match_the_server() -> None:
         "README.md's modelgate-serve settings are stale: run `make reference`")
 
 
+def test_readme_operator_settings_match_the_operator() -> None:
+    generator = _generator()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = generator.operator_settings()
+    assert "| `MODELGATE_OPERATOR_TICK` | `5` |" in table
+    assert generator.replace_in(readme, table) == readme, (
+        "README.md's operator settings are stale: run `make reference`")
+
+
 def test_reference_lists_every_spec_field_with_its_default() -> None:
     table = _generator().reference()
     assert "| `spec.serving.replicas` | integer | `2` | [0, 1000] |" in table

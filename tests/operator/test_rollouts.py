@@ -1,0 +1,118 @@
+"""A canary from start to decision: promoted when good, rolled back when bad, with the reason."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sandbox import Sandbox
+from support.rollouts import deploy, eventually, healthy, phase, serving_pods
+
+pytestmark = pytest.mark.sandbox
+
+
+def test_a_good_canary_is_promoted_through_every_step_and_status_and_events_tell_it(
+        sandbox: Sandbox, name: str) -> None:
+    deploy(sandbox, name, "v1")
+    sandbox.set_model(name, "v2")
+    seen_weights = set()
+
+    def promoted(status: dict) -> bool:
+        seen_weights.add((status.get("canary") or {}).get("weight"))
+        return healthy("v2")(status)
+
+    status = sandbox.wait(name, promoted, timeout=150)
+
+    assert {25, 50} <= seen_weights  # the replica split of 4 pods at each setWeight
+    assert status["history"][-1]["version"] == "v2"
+    assert status["history"][-1]["outcome"] == "Promoted"
+    assert status["analysis"]["decision"] == "promote"
+    assert {m["verdict"] for m in status["analysis"]["metrics"]} == {"pass"}
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Promoted"]["status"] == "True"
+    assert conditions["Ready"]["status"] == "True"
+    assert conditions["Progressing"]["status"] == "False"
+    assert status["observedGeneration"] == sandbox.get(name)["metadata"]["generation"]
+    reasons = sandbox.event_reasons(name)
+    story = ["Deployed", "RolloutStarted", "StepCompleted", "StepCompleted", "StepCompleted",
+             "AnalysisPassed", "StepCompleted", "Promoting", "Promoted"]
+    assert [r for r in reasons if r in set(story)] == story
+    # the canary is gone and every serving pod runs v2
+    deployments = sandbox.deployments()
+    assert f"{name}-canary" not in deployments
+    pods = eventually(lambda: (lambda pods: pods if len(pods) == 4 else None)(
+        serving_pods(sandbox, name)), what="exactly the 4 stable pods")
+    assert {p["metadata"]["labels"]["modelgate.dev/version"] for p in pods} == {"v2"}
+    assert {p["metadata"]["labels"]["modelgate.dev/role"] for p in pods} == {"stable"}
+
+
+@pytest.mark.parametrize(("version", "failing_metric"), [
+    ("v3", "error-rate"),
+    ("v3-slow", "latency-p90"),
+    ("v3-shifted", "prediction-distribution"),
+])
+def test_a_bad_canary_is_rolled_back_and_status_names_the_failing_metric(
+        sandbox: Sandbox, name: str, version: str, failing_metric: str) -> None:
+    deploy(sandbox, name, "v1", serving={"replicas": 2, "image": "sandbox"})
+    sandbox.set_model(name, version)
+
+    status = sandbox.wait(name, phase("RolledBack"), timeout=120)
+
+    metrics = {m["name"]: m for m in status["analysis"]["metrics"]}
+    assert status["analysis"]["decision"] == "rollback"
+    assert metrics[failing_metric]["verdict"] == "fail"
+    assert failing_metric in status["message"]
+    assert status["stable"]["version"] == "v1"
+    assert status["rejected"][-1]["version"] == version
+    assert status["history"][-1]["outcome"] == "RolledBack"
+    assert {c["type"]: c["status"] for c in status["conditions"]}["RolledBack"] == "True"
+    assert "RolledBack" in sandbox.event_reasons(name)
+    # traffic is back on stable, the canary is gone, and the version is not retried
+    eventually(lambda: f"{name}-canary" not in sandbox.deployments(),
+               what="the canary Deployment deleted")
+    time.sleep(3)
+    assert sandbox.status(name)["phase"] == "RolledBack"
+    assert sandbox.event_reasons(name).count("RolloutStarted") == 1
+    assert sandbox.kubelet.ready_endpoints({"app.kubernetes.io/instance": name,
+                                            "modelgate.dev/version": version}) == []
+
+
+def test_a_newer_spec_replaces_a_canary_in_flight_and_its_analysis_starts_over(
+        sandbox: Sandbox, name: str) -> None:
+    deploy(sandbox, name, "v1", serving={"replicas": 2, "image": "sandbox"},
+           rollout={"steps": [{"setWeight": 50}, {"pause": {}}]})
+    sandbox.set_model(name, "v2")
+    first = sandbox.wait(name, lambda s: (s.get("canary") or {}).get("lastAnalysisAt"),
+                         timeout=60, what="an analysis of canary v2")
+
+    sandbox.set_model(name, "v4")
+    second = sandbox.wait(name, lambda s: (s.get("canary") or {}).get("version") == "v4",
+                          timeout=30, what="canary v4")
+
+    assert second["canary"]["startedAt"] > first["canary"]["startedAt"]
+    assert (second["history"][-1]["version"], second["history"][-1]["outcome"]) == \
+        ("v2", "Superseded")
+    assert not second["canary"].get("lastAnalysisAt")  # a fresh window: nothing judged yet
+    status = sandbox.wait(name, lambda s: (s.get("canary") or {}).get("lastAnalysisAt"),
+                          timeout=60, what="an analysis of canary v4")
+    assert status["analysis"]["metrics"][0]["canary"]["samples"] < \
+        first["analysis"]["metrics"][0]["canary"]["samples"] + 400
+    assert "Superseded" in sandbox.event_reasons(name)
+
+
+def test_low_traffic_holds_the_rollout_and_status_says_how_many_samples_are_needed(
+        sandbox: Sandbox, name: str) -> None:
+    deploy(sandbox, name, "v1", rate=0.2, serving={"replicas": 2, "image": "sandbox"})
+    sandbox.set_model(name, "v2")
+    sandbox.wait(name, lambda s: (s.get("canary") or {}).get("stepIndex", 0) >= 3,
+                 timeout=60, what="the analysis gate")
+    time.sleep(8)  # four analysis intervals at a few requests a minute
+
+    status = sandbox.status(name)
+    assert status["phase"] == "Progressing"
+    assert status["analysis"]["decision"] == "continue"
+    for metric in status["analysis"]["metrics"]:
+        assert metric["verdict"] == "no-data"
+        assert metric["requiredSamples"] > 0
+    assert "needs about" in status["message"]
+    assert "RolledBack" not in sandbox.event_reasons(name)

@@ -1,0 +1,89 @@
+"""The analysis window folded round by round equals observe() over the whole tape, and status
+round-trips every field the operator needs after a restart."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from modelgate import status
+from modelgate.core.analysis import PodScrape, Role, Sample, Window, fold, observe
+from modelgate.core.state import (
+    CanaryState,
+    Condition,
+    Controls,
+    HistoryEntry,
+    Outcome,
+    Rejection,
+    RolloutState,
+    StableState,
+)
+from modelgate.core.types import ModelFormat, ModelSource, Phase
+
+
+def scrape(t: float, role: Role, pod: str, ok: float, bad: float) -> PodScrape:
+    return PodScrape(t=t, role=role, pod=pod, samples=(
+        Sample("modelgate_requests_total", (("code", "200"), ("version", role.value)), ok),
+        Sample("modelgate_requests_total", (("code", "503"), ("version", role.value)), bad),
+        Sample("modelgate_predictions_total", (("class", "a"), ("version", role.value)), ok),
+    ))
+
+
+TAPE = [
+    scrape(0, Role.STABLE, "s1", 100, 1), scrape(10, Role.STABLE, "s1", 150, 1),
+    scrape(10, Role.CANARY, "c1", 5, 0), scrape(20, Role.STABLE, "s1", 220, 2),
+    scrape(20, Role.CANARY, "c1", 40, 3), scrape(30, Role.STABLE, "s1", 10, 0),  # restart
+    scrape(30, Role.CANARY, "c1", 90, 4), scrape(30, Role.CANARY, "c2", 7, 1),  # born inside
+]
+
+
+def test_folding_round_by_round_equals_observing_the_whole_tape() -> None:
+    window = Window()
+    for t in (0, 10, 20, 30):
+        window = window.add(t, [s for s in TAPE if s.t == t])
+    assert window.observation(30) == observe(TAPE, at=30)
+    observation = window.observation(30)
+    assert observation.stable.requests == (220 - 150) + (2 - 1) + 10
+    assert observation.canary.requests == (90 - 5) + (4 - 0) + 7 + 1
+    assert observation.canary.pods == 2
+
+
+def test_the_window_survives_its_json_form_exactly() -> None:
+    window = fold(TAPE, at=30)
+    again = Window.from_json(json.loads(json.dumps(window.to_json())))
+    assert again.observation(30) == window.observation(30)
+    later = [scrape(40, Role.STABLE, "s1", 30, 0), scrape(40, Role.CANARY, "c1", 120, 4)]
+    assert again.add(40, later).observation(40) == window.add(40, later).observation(40)
+
+
+def test_a_damaged_window_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="damaged"):
+        Window.from_json({"series": [["x", []]], "pods": [{"role": "nope", "pod": 1,
+                                                           "last": []}]})
+
+
+def test_status_round_trips_a_rollout_in_flight() -> None:
+    model = ModelSource(version="v2", uri="https://m/v2.skops", sha256="a" * 64,
+                        format=ModelFormat.SKOPS, trusted_types=("x.Y",))
+    state = RolloutState(
+        phase=Phase.PROGRESSING, message="m", observed_generation=4, spec_hash="abc",
+        stable=StableState(model=ModelSource(version="v1", uri="file:///v1"), since=1000.5),
+        canary=CanaryState(model=model, started_at=2000.0, step_index=2, step_started_at=2010.0,
+                           desired_weight=50, weight=50, held="why", paused=True,
+                           last_analysis_at=2020.0, provider_errors=1,
+                           window=fold(TAPE, at=30)),
+        rejected=(Rejection(model_hash="h", version="v0", sha256=None, reason="r", at=900.0),),
+        history=(HistoryEntry(version="v1", outcome=Outcome.PROMOTED, reason="ok", at=990.0),),
+        conditions=(Condition(type="Ready", status="True", reason="Available", message="x",
+                              last_transition=1500.0, observed_generation=4),),
+        controls=Controls(promote="t1"),
+        analysis={"decision": "continue"},
+    )
+    written = json.loads(json.dumps(status.status_from_state(state)))
+    assert status.state_from_status(written) == state
+
+
+def test_unreadable_status_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="cannot be read back"):
+        status.state_from_status({"stable": {"version": "v1", "uri": "u", "since": "never"}})
