@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import requests
 from sandbox import Sandbox
 from support.rollouts import deploy, eventually, healthy, phase, serving_pods
 
@@ -151,3 +152,20 @@ def test_the_operator_killed_mid_analysis_resumes_from_its_step_without_double_p
         "app.kubernetes.io/instance") == name]
     assert len(processes) == 2
     assert all(p.process.poll() is None for p in processes)
+
+
+def test_the_operator_answers_liveness_and_counts_rollouts_in_its_metrics(
+        sandbox: Sandbox, name: str) -> None:
+    deploy(sandbox, name, serving={"replicas": 2, "image": "sandbox"}, rollout=MANUAL, rate=0)
+    sandbox.set_model(name, "v2")
+    sandbox.wait(name, _held, timeout=60, what="the indefinite pause")
+
+    health = requests.get(f"http://127.0.0.1:{sandbox.health_port}/healthz", timeout=5)
+    metrics = requests.get(f"http://127.0.0.1:{sandbox.metrics_port}/metrics", timeout=5).text
+
+    assert health.status_code == 200
+    started = [line for line in metrics.splitlines() if line.startswith(
+        "modelgate_operator_rollouts_started_total{") and f'name="{name}"' in line]
+    assert started
+    assert started[0].endswith(" 1.0")
+    assert "modelgate_operator_tick_seconds_count" in metrics

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,6 +33,12 @@ NAMESPACE = "default"
 BIN = Path(sys.executable).parent
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 class Sandbox:
     """A running sandbox; build it with `Sandbox.started(workdir)`."""
 
@@ -43,6 +50,7 @@ class Sandbox:
         self.operator_log = workdir / "operator.log"
         self.traffic: dict[str, Traffic] = {}
         self.cluster: EmulatedCluster | None = None
+        self.metrics_port = self.health_port = 0
 
     @classmethod
     @contextmanager
@@ -79,11 +87,12 @@ class Sandbox:
 
     def start_operator(self) -> None:
         assert self.cluster is not None
+        self.metrics_port, self.health_port = _free_port(), _free_port()
         env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig),
                "MODELGATE_OPERATOR_TICK": str(self.tick),
                "MODELGATE_OPERATOR_SCRAPE_TIMEOUT": "2",
-               "MODELGATE_OPERATOR_METRICS_PORT": "0",
-               "MODELGATE_OPERATOR_HEALTH_PORT": "0",
+               "MODELGATE_OPERATOR_METRICS_PORT": str(self.metrics_port),
+               "MODELGATE_OPERATOR_HEALTH_PORT": str(self.health_port),
                "MODELGATE_OPERATOR_NAMESPACES": NAMESPACE,
                "MODELGATE_OPERATOR_STANDALONE": "true"}
         log = self.operator_log.open("ab")

@@ -176,12 +176,10 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
 
     async def _patch(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         kind, _, subresources = self._kinds[request.resource]
-        key = (request.resource, request.namespace, request.name)
         async with self._lock:
-            if key not in self.objects or self.objects[key].deleted:
+            stored, current = self._current(request)
+            if stored is None:
                 return _status(404, "NotFound", f'{kind} "{request.name}" not found')
-            stored = self.objects[key]
-            current = copy.deepcopy(stored.raw)
             patch = request.data
             try:
                 if isinstance(patch, list):
@@ -222,12 +220,10 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
 
     async def _delete(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         kind, _, _ = self._kinds[request.resource]
-        key = (request.resource, request.namespace, request.name)
         async with self._lock:
-            if key not in self.objects or self.objects[key].deleted:
+            stored, current = self._current(request)
+            if stored is None:
                 return _status(404, "NotFound", f'{kind} "{request.name}" not found')
-            stored = self.objects[key]
-            current = copy.deepcopy(stored.raw)
             metadata = current["metadata"]
             if metadata.get("finalizers"):
                 if not metadata.get("deletionTimestamp"):
@@ -240,6 +236,13 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             stored.delete()
             await self._buses[request.resource].put({"type": "DELETED", "object": current})
         return aiohttp.web.json_response(current)
+
+    def _current(self, request: rendering.Request) -> tuple[Any, dict[str, Any]]:
+        """The stored object a request names and a copy of its content; (None, {}) if none."""
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return None, {}
+        return self.objects[key], copy.deepcopy(self.objects[key].raw)
 
     @staticmethod
     def _store(stored: Any, obj: dict[str, Any]) -> None:

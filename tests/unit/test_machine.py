@@ -123,10 +123,12 @@ def test_a_timed_pause_ends_after_its_duration() -> None:
     assert machine.decide(spec(), state, cluster, NOW + 6).state.canary.step_index == 2  # type: ignore[union-attr]
 
 
-def _scrape(role: Role, pod: str, requests: float, errors: float, t: float) -> PodScrape:
+def _scrape(role: Role, pod: str, requests: float, errors: float, t: float,
+            version: str | None = None) -> PodScrape:
+    version = version or ("v1" if role is Role.STABLE else "v2")
     return PodScrape(t=t, role=role, pod=pod, samples=(
-        Sample("modelgate_requests_total", (("code", "200"), ("version", "v")), requests),
-        Sample("modelgate_requests_total", (("code", "500"), ("version", "v")), errors),
+        Sample("modelgate_requests_total", (("code", "200"), ("version", version)), requests),
+        Sample("modelgate_requests_total", (("code", "500"), ("version", version)), errors),
     ))
 
 
@@ -153,6 +155,30 @@ def test_a_failing_metric_rolls_back_at_once_and_remembers_the_version() -> None
     again = machine.decide(errors_only, decision.state, observed(stable=arm(V1, 4)), NOW + 1)
     assert again.state.phase is Phase.ROLLED_BACK
     assert again.state.canary is None
+
+
+def test_pods_of_another_version_in_an_arm_are_left_out_of_the_window() -> None:
+    state = RolloutState(stable=STABLE, canary=canary_state(step_index=2, desired_weight=25,
+                                                            weight=25))
+    scrape = ScrapeResult(scrapes=(_scrape(Role.STABLE, "s", 10, 0, 30),
+                                   _scrape(Role.CANARY, "c", 10, 0, 30),
+                                   _scrape(Role.CANARY, "old", 10, 0, 30, version="v0")))
+    decision = machine.decide(spec(), state, observed(
+        stable=arm(V1, 3), canary=arm(spec().model, 1), scrape=scrape), NOW)
+    assert decision.state.canary is not None
+    assert decision.state.canary.window.last.keys() == {(Role.STABLE, "s"), (Role.CANARY, "c")}
+
+
+def test_a_scrape_taken_for_a_replaced_canary_is_not_folded_into_the_new_one() -> None:
+    state = RolloutState(stable=STABLE, canary=canary_state(model=spec("v0").model,
+                                                            step_index=2, weight=25))
+    scrape = ScrapeResult(scrapes=(_scrape(Role.STABLE, "s", 10, 0, 30),
+                                   _scrape(Role.CANARY, "c", 10, 0, 30)))
+    decision = machine.decide(spec(), state, observed(stable=arm(V1, 3), scrape=scrape), NOW)
+    assert decision.state.canary is not None
+    assert decision.state.canary.model.version == "v2"
+    assert decision.state.canary.last_analysis_at is None
+    assert decision.state.canary.window == Window()
 
 
 def test_provider_errors_hold_and_never_roll_back() -> None:

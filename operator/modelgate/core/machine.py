@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from modelgate.core import steps as program
-from modelgate.core.analysis import AnalysisRecord, Decision, Verdict, judge
+from modelgate.core.analysis import AnalysisRecord, Decision, PodScrape, Role, Verdict, judge
+from modelgate.core.analysis.observations import MODEL_INFO, REQUESTS
 from modelgate.core.manifests import model_hash
 from modelgate.core.state import (
     ArmPlan,
@@ -265,14 +266,20 @@ class _Tick:
         """Fold this tick's scrape into the window and judge; True if the rollout ended or
         was held by the result."""
         canary = self.state.canary
+        stable = self.state.stable
         scrape = self.observed.scrape
-        if canary is None or scrape is None:
+        # a scrape taken for a canary this tick replaced belongs to the old one
+        if canary is None or stable is None or scrape is None or canary.started_at >= self.now:
             return False
         t = self.now - canary.started_at
         window = canary.window
         errors = canary.provider_errors
         if scrape.error is None:
-            window = window.add(t, scrape.scrapes)
+            # Pods of the other version (still rolling out of an arm's Deployment) are not part
+            # of this comparison.
+            expected = {Role.STABLE: stable.model.version, Role.CANARY: canary.model.version}
+            window = window.add(t, [s for s in scrape.scrapes
+                                    if _serves(s, expected[s.role])])
             errors = 0
         else:
             errors += 1
@@ -485,6 +492,17 @@ class _Tick:
         stable, canary = self.plans()
         return TickDecision(state=self.state, stable=stable, canary=canary,
                             events=tuple(self.events), record=self.record)
+
+
+def _serves(scrape: PodScrape, version: str) -> bool:
+    """Whether a scrape comes from a pod serving `version` (by its model_info, else by the
+    version its requests were counted under)."""
+    for names in ((MODEL_INFO,), (REQUESTS,)):
+        versions = {sample.label("version") for sample in scrape.samples if sample.name in names}
+        versions.discard(None)
+        if versions:
+            return versions == {version}
+    return True
 
 
 def _needs(name: str, verdict: str, required: int | None, samples: int) -> str:
