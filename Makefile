@@ -44,7 +44,7 @@ unit: install tools ## the pytest suite
 
 test: lint typecheck unit ## everything offline: lint, types, tests (installs what it needs)
 
-demo: install ## the main scenario: v1 deployed, v2 promoted, v3 rolled back (local sandbox; ~3 min)
+demo: install ## the main scenario: v1 deployed, v2 promoted, v3 rolled back (local sandbox; ~2 min)
 	@if command -v docker >/dev/null && command -v kind >/dev/null && docker info >/dev/null 2>&1; then \
 		echo "make demo: Docker and kind are here, but the kind path (install manifests, images) is not built yet (issue 6); running the local sandbox instead"; fi
 	PYTHONPATH=tests $(BIN)/python -m sandbox.demo
