@@ -81,12 +81,21 @@ def arm_observed(deployment: Mapping[str, Any] | None) -> ArmObserved | None:
 
 # --- status -> state ------------------------------------------------------------------------
 
+def _window(data: Any) -> Window:
+    """The stored analysis window; a damaged one starts the analysis over (which only delays
+    a decision) rather than stopping the rollout."""
+    try:
+        return Window.from_json(data or {})
+    except ValueError:
+        return Window()
+
+
 def _model(data: Mapping[str, Any]) -> ModelSource:
     return ModelSource(
         version=str(data["version"]), uri=str(data["uri"]), sha256=data.get("sha256"),
         format=ModelFormat(data.get("format", ModelFormat.SKOPS.value)),
         trusted=bool(data.get("trusted", False)),
-        trusted_types=tuple(str(name) for name in data.get("trustedTypes", ())),
+        trusted_types=tuple(str(name) for name in data.get("trustedTypes") or ()),
     )
 
 
@@ -115,7 +124,7 @@ def state_from_status(status: Mapping[str, Any] | None) -> RolloutState:
                 paused=bool(canary_data.get("paused", False)),
                 last_analysis_at=None if last is None else from_time(last),
                 provider_errors=int(canary_data.get("providerErrors", 0)),
-                window=Window.from_json(canary_data.get("window") or {}),
+                window=_window(canary_data.get("window")),
             )
         rejected = tuple(
             Rejection(model_hash=str(item["modelHash"]), version=str(item["version"]),
@@ -152,13 +161,10 @@ def state_from_status(status: Mapping[str, Any] | None) -> RolloutState:
 # --- state -> status ------------------------------------------------------------------------
 
 def _model_status(model: ModelSource) -> dict[str, Any]:
-    data: dict[str, Any] = {"version": model.version, "uri": model.uri,
-                            "format": model.format.value, "trusted": model.trusted}
-    if model.sha256:
-        data["sha256"] = model.sha256
-    if model.trusted_types:
-        data["trustedTypes"] = list(model.trusted_types)
-    return data
+    # every key, None included: a merge patch must remove what the previous model had
+    return {"version": model.version, "uri": model.uri, "sha256": model.sha256,
+            "format": model.format.value, "trusted": model.trusted,
+            "trustedTypes": list(model.trusted_types) or None}
 
 
 def status_from_state(state: RolloutState, record: Any = None,

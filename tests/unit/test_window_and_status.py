@@ -87,3 +87,51 @@ def test_status_round_trips_a_rollout_in_flight() -> None:
 def test_unreadable_status_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="cannot be read back"):
         status.state_from_status({"stable": {"version": "v1", "uri": "u", "since": "never"}})
+
+
+def test_status_written_as_merge_patches_over_an_older_status_reads_back_the_newer() -> None:
+    from kmock._internal.dicts import merge_patch_dict  # the emulator's RFC 7386 merge
+
+    old_canary = CanaryState(
+        model=ModelSource(version="v2", uri="https://m/v2", sha256="b" * 64,
+                          trusted_types=("x.Y",)),
+        started_at=2000.0, step_started_at=2000.0, window=fold(TAPE, at=30))
+    older = RolloutState(stable=StableState(model=ModelSource(version="v1", uri="file:///a",
+                                                              sha256="c" * 64), since=1.0),
+                         canary=old_canary)
+    newer = RolloutState(stable=StableState(model=ModelSource(version="v1b", uri="file:///b"),
+                                            since=2.0),
+                         canary=CanaryState(model=ModelSource(version="v4", uri="file:///v4"),
+                                            started_at=3000.0, step_started_at=3000.0))
+    stored = json.loads(json.dumps(status.status_from_state(older)))
+    patched = merge_patch_dict(stored, json.loads(json.dumps(status.status_from_state(newer))))
+    assert status.state_from_status(patched) == newer
+
+
+class _FakeCluster:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.status_writes = 0
+
+    def get_deployment(self, namespace: str, name: str) -> None:
+        return None
+
+    def post_event(self, body: object, reason: str, message: str, *, warning: bool) -> None:
+        self.events.append(reason)
+
+    def patch_status(self, namespace: str, name: str, new_status: object) -> None:
+        self.status_writes += 1
+
+
+def test_an_unreadable_status_holds_everything_and_writes_nothing() -> None:
+    from modelgate.handlers.reconcile import reconcile
+    from modelgate.settings import OperatorSettings
+
+    cluster = _FakeCluster()
+    body = {"metadata": {"name": "iris", "namespace": "ml", "generation": 2},
+            "spec": {"model": {"version": "v2", "uri": "file:///m"}},
+            "status": {"stable": {"version": "v1", "uri": "file:///v1", "since": "garbage"}}}
+    result = reconcile(cluster, OperatorSettings(), body, now=5000.0)  # type: ignore[arg-type]
+    assert result.status is None
+    assert cluster.status_writes == 0
+    assert cluster.events == ["StatusUnreadable"]

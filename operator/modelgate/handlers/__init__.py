@@ -41,8 +41,8 @@ def register(operator: OperatorSettings, registry: kopf.OperatorRegistry) -> Non
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, logger: Logger, **_: Any) -> None:
-        # kopf would post every log line of a handler as an Event; ours are posted explicitly
-        settings.posting.loggers = False
+        # kopf would post every log line of a handler as an Event; reconcile posts ours
+        settings.posting.enabled = False
         logging.getLogger("kopf.objects").addFilter(_quiet_timer_success)
         settings.watching.server_timeout = 300
         settings.execution.max_workers = 8
@@ -63,7 +63,8 @@ def register(operator: OperatorSettings, registry: kopf.OperatorRegistry) -> Non
         finally:
             metrics.TICK_SECONDS.observe(time.monotonic() - started)
         for event in result.events:
-            kopf.event(body, type="Warning" if event.warning else "Normal",
-                       reason=event.reason, message=event.message[:1000])
             logger.log(logging.WARNING if event.warning else logging.INFO, "%s: %s",
                        event.reason, event.message)
+        if result.status is None:
+            raise kopf.TemporaryError("status cannot be read; holding",
+                                      delay=operator.tick_seconds * 10)

@@ -8,6 +8,7 @@ simply decides the same again.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,14 +18,15 @@ from modelgate import api, status
 from modelgate.core import machine, manifests
 from modelgate.core.state import Event, Observed, RolloutState
 from modelgate.handlers import metrics
-from modelgate.k8s import Cluster
+from modelgate.k8s import ApiException, Cluster
 from modelgate.providers import MetricProvider, ProviderUnavailableError, provider_for
 from modelgate.settings import OperatorSettings
 
 
 @dataclass(frozen=True)
 class TickResult:
-    status: dict[str, Any]
+    status: dict[str, Any] | None
+    """What was written; None when nothing was (status could not be read)."""
     events: tuple[Event, ...]
 
 
@@ -37,13 +39,15 @@ def reconcile(cluster: Cluster, settings: OperatorSettings, body: Mapping[str, A
     metadata = body.get("metadata") or {}
     namespace = str(metadata.get("namespace") or "default")
     name = str(metadata.get("name"))
-    events: list[Event] = []
     try:
         state = status.state_from_status(body.get("status"))
     except ValueError as exc:
-        events.append(Event("StatusUnreadable", f"{exc}; starting from what the cluster "
-                            "shows", warning=True))
-        state = RolloutState()
+        # Acting on a status that cannot be read could redeploy the declared model as if
+        # nothing served: hold everything, say so, and write nothing.
+        event = Event("StatusUnreadable", f"{exc}; nothing is changed until status is "
+                      "repaired or cleared", warning=True)
+        _post(cluster, body, (event,))
+        return TickResult(status=None, events=(event,))
     existing = {
         role: cluster.get_deployment(namespace, manifests.deployment_name(name, role))
         for role in (manifests.STABLE, manifests.CANARY)
@@ -63,8 +67,7 @@ def reconcile(cluster: Cluster, settings: OperatorSettings, body: Mapping[str, A
     except (api.SpecError, ProviderUnavailableError) as exc:
         problems = exc.problems if isinstance(exc, api.SpecError) else [str(exc)]
         decision = machine.decide_invalid(state, observed, problems, now)
-        return _write(cluster, namespace, name, decision.state, None, now,
-                      (*events, *decision.events))
+        return _write(cluster, body, decision.state, None, now, decision.events)
 
     if machine.wants_scrape(spec, state, now):
         assert state.canary is not None
@@ -91,12 +94,21 @@ def reconcile(cluster: Cluster, settings: OperatorSettings, body: Mapping[str, A
         counter = metrics.EVENT_COUNTERS.get(event.reason)
         if counter is not None:
             counter.labels(namespace, name).inc()
-    return _write(cluster, namespace, name, decision.state, decision.record, now,
-                  (*events, *decision.events))
+    return _write(cluster, body, decision.state, decision.record, now, decision.events)
 
 
-def _write(cluster: Cluster, namespace: str, name: str, state: RolloutState, record: Any,
+def _write(cluster: Cluster, body: Mapping[str, Any], state: RolloutState, record: Any,
            now: float, events: tuple[Event, ...]) -> TickResult:
+    """Post the tick's Events, then write the whole status once."""
+    _post(cluster, body, events)
     new_status = status.status_from_state(state, record, judged_at=now)
-    cluster.patch_status(namespace, name, new_status)
+    metadata = body.get("metadata") or {}
+    cluster.patch_status(str(metadata.get("namespace")), str(metadata.get("name")), new_status)
     return TickResult(status=new_status, events=events)
+
+
+def _post(cluster: Cluster, body: Mapping[str, Any], events: tuple[Event, ...]) -> None:
+    for event in events:
+        # an Event is a courtesy: losing one must not stop the rollout (it is counted)
+        with contextlib.suppress(ApiException):
+            cluster.post_event(body, event.reason, event.message, warning=event.warning)

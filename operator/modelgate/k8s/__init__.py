@@ -8,7 +8,9 @@ server and the sandbox's emulator apply alike.
 
 from __future__ import annotations
 
+import datetime
 import json
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +91,24 @@ class Cluster:
         self._call("patch", self.custom.patch_namespaced_custom_object_status, api.GROUP,
                    api.VERSION, namespace, api.PLURAL, name, {"status": dict(status)},
                    _content_type=MERGE_PATCH)
+
+    def post_event(self, body: Mapping[str, Any], reason: str, message: str, *,
+                   warning: bool = False) -> None:
+        """A Kubernetes Event about a ModelDeployment."""
+        metadata = body.get("metadata") or {}
+        namespace = str(metadata.get("namespace") or "default")
+        now = datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._call("create", self.core.create_namespaced_event, namespace, {
+            "metadata": {"generateName": f"{metadata.get('name')}.", "namespace": namespace},
+            "involvedObject": {"apiVersion": f"{api.GROUP}/{api.VERSION}", "kind": api.KIND,
+                               "name": metadata.get("name"), "namespace": namespace,
+                               "uid": metadata.get("uid")},
+            "reason": reason, "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": "modelgate"}, "reportingComponent": "modelgate",
+            "reportingInstance": socket.gethostname(),
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        })
 
     # --- children --------------------------------------------------------------------------
 

@@ -151,8 +151,11 @@ class Window:
         pods = [{"role": role.value, "pod": pod,
                  "last": [[ref(series), value] for series, value in sorted(values.items())]}
                 for (role, pod), values in sorted(self.last.items())]
-        totals = {role.value: [[ref(series), value] for series, value in sorted(values.items())]
-                  for role, values in self.totals.items()}
+        totals = [{"role": role.value, "values": [[ref(series), value] for series, value in
+                                                  sorted(values.items())]}
+                  for role, values in sorted(self.totals.items())]
+        # Only lists below the top level: status is written as a JSON merge patch, which
+        # replaces lists but merges objects, and a merged window would mix two windows.
         return {
             "start": self.start,
             "scrapedAt": self.scraped_at,
@@ -160,8 +163,10 @@ class Window:
                        for (name, labels), _ in sorted(index.items(), key=lambda kv: kv[1])],
             "pods": pods,
             "totals": totals,
-            "versions": {role.value: sorted(names) for role, names in self.versions.items()},
-            "members": {role.value: sorted(names) for role, names in self.pods.items()},
+            "versions": [{"role": role.value, "names": sorted(names)}
+                         for role, names in sorted(self.versions.items())],
+            "members": [{"role": role.value, "names": sorted(names)}
+                        for role, names in sorted(self.pods.items())],
         }
 
     @classmethod
@@ -177,12 +182,13 @@ class Window:
                     {series[int(i)]: float(value) for i, value in entry["last"]}
                 for entry in data.get("pods", [])
             }
-            totals = {Role(role): {series[int(i)]: float(value) for i, value in values}
-                      for role, values in data.get("totals", {}).items()}
-            versions = {Role(role): frozenset(map(str, names))
-                        for role, names in data.get("versions", {}).items()}
-            pods = {Role(role): frozenset(map(str, names))
-                    for role, names in data.get("members", {}).items()}
+            totals = {Role(entry["role"]): {series[int(i)]: float(value)
+                                            for i, value in entry["values"]}
+                      for entry in data.get("totals", [])}
+            versions = {Role(entry["role"]): frozenset(map(str, entry["names"]))
+                        for entry in data.get("versions", [])}
+            pods = {Role(entry["role"]): frozenset(map(str, entry["names"]))
+                    for entry in data.get("members", [])}
             start = data.get("start")
             scraped_at = data.get("scrapedAt")
             return cls(start=None if start is None else float(start), last=last, totals=totals,
