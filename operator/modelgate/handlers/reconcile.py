@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from modelgate import api, status
@@ -66,8 +66,9 @@ def reconcile(cluster: Cluster, settings: OperatorSettings, body: Mapping[str, A
                                     concurrency=settings.scrape_concurrency)
     except (api.SpecError, ProviderUnavailableError) as exc:
         problems = exc.problems if isinstance(exc, api.SpecError) else [str(exc)]
-        decision = machine.decide_invalid(state, observed, problems, now)
-        return _write(cluster, body, decision.state, None, now, decision.events)
+        invalid = machine.decide_invalid(state, observed, problems, now)
+        assert invalid.keep_children
+        return _write(cluster, body, invalid.state, None, now, invalid.events)
 
     if machine.wants_scrape(spec, state, now):
         assert state.canary is not None
@@ -75,9 +76,7 @@ def reconcile(cluster: Cluster, settings: OperatorSettings, body: Mapping[str, A
         pods = cluster.ready_pods(namespace, name)
         scrape = provider.collect(pods, spec.serving.port, now - state.canary.started_at)
         metrics.ANALYSIS_SECONDS.observe(time.monotonic() - started)
-        observed = Observed(generation=observed.generation, spec_hash=observed.spec_hash,
-                            controls=observed.controls, stable=observed.stable,
-                            canary=observed.canary, scrape=scrape)
+        observed = replace(observed, scrape=scrape)
     decision = machine.decide(spec, state, observed, now)
 
     owner = manifests.Owner(name=name, namespace=namespace, uid=str(metadata.get("uid")))
