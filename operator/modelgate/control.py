@@ -7,6 +7,7 @@ records in status.controls; pause is a level ("true" while paused) that resume r
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import sys
 import time
@@ -39,8 +40,7 @@ def run_operator(standalone: bool | None) -> int:
         print(f"modelgate run: {exc}", file=sys.stderr)
         return 2
     if standalone is not None:
-        settings = operator_settings.OperatorSettings(**{**settings.__dict__,
-                                                         "standalone": standalone})
+        settings = dataclasses.replace(settings, standalone=standalone)
     load_config()
     registry = kopf.OperatorRegistry()
     register(settings, registry)

@@ -38,6 +38,7 @@ from modelgate.core.types import (
     Phase,
     Promotion,
     SetWeight,
+    Step,
 )
 
 HISTORY_LIMIT = 10
@@ -359,7 +360,7 @@ class _Tick:
             self.emit("StepCompleted", f"step {index + 1}/{len(steps)} "
                       f"({program.describe(step)}) done")
 
-    def step_done(self, step: object, canary: CanaryState) -> tuple[bool, str]:
+    def step_done(self, step: Step, canary: CanaryState) -> tuple[bool, str]:
         if isinstance(step, SetWeight):
             split = program.replica_split(self.total, step.weight)
             if canary.desired_weight != step.weight:
@@ -390,7 +391,7 @@ class _Tick:
             return True, ""
         return False, "waiting for the analysis to pass"
 
-    def progress_message(self, index: int, step: object, waiting: str) -> None:
+    def progress_message(self, index: int, step: Step, waiting: str) -> None:
         canary = self.state.canary
         assert canary is not None
         analysis = self._analysis_summary()
@@ -398,7 +399,7 @@ class _Tick:
         self.set(phase=Phase.PAUSED if indefinite else Phase.PROGRESSING,
                  message=(f"canary {canary.model.version} at {canary.weight}% (step "
                           f"{index + 1}/{len(self.spec.rollout.steps)}: "
-                          f"{program.describe(step)}): {waiting}{analysis}"))  # type: ignore[arg-type]
+                          f"{program.describe(step)}): {waiting}{analysis}"))
         self.condition("Progressing", True, "Paused" if indefinite else "RolloutInProgress",
                        self.state.message)
         self.ready_condition()
