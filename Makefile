@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PIP_VERSION := 26.3
 # Debian tools the offline suite uses, as "command:package" pairs.
-DEBIAN_TOOLS :=
+DEBIAN_TOOLS := lua5.1:lua5.1
 
 .PHONY: help install test lint typecheck unit demo reference lock tools clean bench-analysis bench-serving
 
