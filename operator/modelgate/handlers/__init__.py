@@ -43,6 +43,10 @@ def register(operator: OperatorSettings, registry: kopf.OperatorRegistry) -> Non
     def configure(settings: kopf.OperatorSettings, logger: Logger, **_: Any) -> None:
         # kopf would post every log line of a handler as an Event; reconcile posts ours
         settings.posting.enabled = False
+        if operator.namespaces:
+            # Watching named namespaces needs no cluster-wide reads: without scanning, kopf
+            # neither lists namespaces nor watches CRDs (the namespaced RBAC grants neither).
+            settings.scanning.disabled = True
         logging.getLogger("kopf.objects").addFilter(_quiet_timer_success)
         settings.watching.server_timeout = 300
         settings.execution.max_workers = 8
