@@ -8,12 +8,19 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PIP_VERSION := 26.3
 # Debian tools the offline suite uses, as "command:package" pairs.
-DEBIAN_TOOLS := lua5.1:lua5.1
+DEBIAN_TOOLS := lua5.1:lua5.1 promtool:prometheus
 
-.PHONY: help install test lint typecheck unit demo reference lock tools clean bench-analysis bench-serving
+# Pinned versions of the tools the kind targets use (installed by you, or by CI).
+KIND_VERSION := v0.29.0
+KIND_NODE_IMAGE := kindest/node:v1.33.1
+KIND_CLUSTER := modelgate
+IMAGE_TAG := dev
+
+.PHONY: help install test lint typecheck unit demo reference lock tools clean bench-analysis bench-serving \
+	kind-up images kind-load deploy undeploy e2e need-docker
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 install: $(INSTALLED) ## create .venv with both packages, their console scripts and the dev tools
 
@@ -44,10 +51,40 @@ unit: install tools ## the pytest suite
 
 test: lint typecheck unit ## everything offline: lint, types, tests (installs what it needs)
 
-demo: install ## the main scenario: v1 deployed, v2 promoted, v3 rolled back (local sandbox; ~2 min)
+demo: install ## the main scenario: v1 deployed, v2 promoted, v3 rolled back (kind if Docker and kind are here, else the local sandbox)
 	@if command -v docker >/dev/null && command -v kind >/dev/null && docker info >/dev/null 2>&1; then \
-		echo "make demo: Docker and kind are here, but the kind path (install manifests, images) is not built yet (issue 6); running the local sandbox instead"; fi
-	PYTHONPATH=tests $(BIN)/python -m sandbox.demo
+		echo "make demo: Docker and kind found: running the scenario on a kind cluster"; \
+		$(MAKE) --no-print-directory kind-up images kind-load deploy && \
+		$(BIN)/pytest -q -m e2e tests/e2e/test_kind.py -k "promoted or rolled_back"; \
+	else \
+		PYTHONPATH=tests $(BIN)/python -m sandbox.demo; fi
+
+need-docker:
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { \
+		echo "this target needs a running Docker engine (none found); without one, use make demo (sandbox)"; exit 1; }
+	@command -v kind >/dev/null || { \
+		echo "this target needs kind $(KIND_VERSION): https://kind.sigs.k8s.io (go install sigs.k8s.io/kind@$(KIND_VERSION))"; exit 1; }
+
+kind-up: need-docker ## create the kind cluster of kind-config.yaml (needs Docker and kind)
+	kind get clusters | grep -qx $(KIND_CLUSTER) || \
+		kind create cluster --config kind-config.yaml --image $(KIND_NODE_IMAGE) --wait 120s
+
+images: need-docker ## build the operator and serving images, tagged :$(IMAGE_TAG) (needs Docker)
+	docker build -f operator/Dockerfile -t modelgate/operator:$(IMAGE_TAG) .
+	docker build -f serving-image/Dockerfile -t modelgate/serving:$(IMAGE_TAG) .
+
+kind-load: need-docker ## load both images into the kind cluster
+	kind load docker-image --name $(KIND_CLUSTER) modelgate/operator:$(IMAGE_TAG) modelgate/serving:$(IMAGE_TAG)
+
+deploy: ## install modelgate on the current kubectl context (the kind overlay)
+	kubectl apply -k manifests/overlays/kind
+	kubectl -n modelgate-system rollout status deployment/modelgate-operator --timeout=180s
+
+undeploy: ## remove modelgate from the current kubectl context
+	kubectl delete -k manifests/overlays/kind --ignore-not-found
+
+e2e: install ## the end-to-end tests against the current kubectl context (kind-up, images, kind-load, deploy first)
+	$(BIN)/pytest -m e2e tests/e2e
 
 bench-analysis: install ## simulate canaries from known truths; judge them as modelgate, Flagger and Kayenta would
 	$(BIN)/python bench/analysis_bench.py --write docs/analysis-benchmark.md

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 ROLLOUTS_STARTED = Counter("modelgate_operator_rollouts_started",
                            "Canary rollouts started.", ["namespace", "name"])
@@ -19,6 +19,13 @@ TICK_SECONDS = Histogram("modelgate_operator_tick_seconds",
                          buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 API_ERRORS = Counter("modelgate_operator_api_errors",
                      "Kubernetes API calls that failed, by verb.", ["verb"])
+
+PHASE = Gauge("modelgate_operator_rollout_phase",
+              "1 for the phase each ModelDeployment is in, 0 for the others.",
+              ["namespace", "name", "phase"])
+LAST_ANALYSIS = Gauge("modelgate_operator_last_analysis_timestamp_seconds",
+                      "When each ModelDeployment's canary was last judged (Unix time).",
+                      ["namespace", "name"])
 
 EVENT_COUNTERS = {
     "RolloutStarted": ROLLOUTS_STARTED,

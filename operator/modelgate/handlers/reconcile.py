@@ -17,6 +17,7 @@ from typing import Any
 from modelgate import api, status
 from modelgate.core import machine, manifests
 from modelgate.core.state import Event, Observed, RolloutState
+from modelgate.core.types import Phase
 from modelgate.handlers import metrics
 from modelgate.k8s import ApiException, Cluster
 from modelgate.providers import MetricProvider, ProviderUnavailableError, provider_for
@@ -102,7 +103,12 @@ def _write(cluster: Cluster, body: Mapping[str, Any], state: RolloutState, recor
     _post(cluster, body, events)
     new_status = status.status_from_state(state, record, judged_at=now)
     metadata = body.get("metadata") or {}
-    cluster.patch_status(str(metadata.get("namespace")), str(metadata.get("name")), new_status)
+    namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
+    cluster.patch_status(namespace, name, new_status)
+    for phase in Phase:
+        metrics.PHASE.labels(namespace, name, phase.value).set(int(phase is state.phase))
+    if record is not None:
+        metrics.LAST_ANALYSIS.labels(namespace, name).set(now)
     return TickResult(status=new_status, events=events)
 
 
