@@ -37,7 +37,6 @@ class PodProcess:
     template_hash: str
     labels: dict[str, str]
     process: subprocess.Popen[bytes]
-    log: Path
     ready: bool = False
     restarts: int = 0
     env: dict[str, str] = field(default_factory=dict)
@@ -156,8 +155,7 @@ class Kubelet:
             "conditions": [{"type": "Ready", "status": "False"}]}},
             _content_type=MERGE, _preload_content=False)
         return PodProcess(name=name, ip=ip, port=port, template_hash=template_hash,
-                         labels=labels, process=self._spawn(name, env),
-                         log=self.workdir / f"{name}.log", env=env)
+                         labels=labels, process=self._spawn(name, env), env=env)
 
     def _spawn(self, name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("ab")

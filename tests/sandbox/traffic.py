@@ -45,9 +45,6 @@ class Traffic:
         for thread in self._threads:
             thread.join(5)
 
-    def set_rate(self, rate: float) -> None:
-        self.rate = rate
-
     def _run(self, index: int) -> None:
         session = requests.Session()
         generator = random.Random(index)
