@@ -8,11 +8,13 @@ client sends yields a 5xx: bad requests are 4xx with a message; only a broken se
 from __future__ import annotations
 
 import asyncio
+import enum
+import hmac
 import logging
 import math
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from modelgate_serving import __version__, loader
 from modelgate_serving.batching import BatchingPredictor, InlinePredictor, Predictor
+from modelgate_serving.feedback import FeedbackError, Issuer, Ledger, Outcome, new_key
 from modelgate_serving.metrics import Metrics
 from modelgate_serving.protocol import (
     InferenceRequest,
@@ -32,7 +35,7 @@ from modelgate_serving.protocol import (
     encode_v1,
     encode_v2,
 )
-from modelgate_serving.runtime import InputError, Runtime
+from modelgate_serving.runtime import InputError, Prediction, Runtime
 from modelgate_serving.settings import BatchingMode, Settings
 
 log = logging.getLogger(__name__)
@@ -41,9 +44,22 @@ JSON = "application/json"
 VERSION_HEADER = "X-Model-Version"
 # Requests that count in modelgate_requests_total and the latency histogram.
 INFERENCE_ROUTES = frozenset({"v2-infer", "v2-infer-version", "v1-predict"})
-_VERSION_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,62}$")
+PREDICTION_ID_HEADER = "X-Prediction-Id"
+OFFLOAD_BYTES = 64 * 1024
+"""Bodies larger than this are parsed and predicted in a worker thread, not on the loop."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Protocol(enum.Enum):
+    """The two inference protocols, and how each body is read."""
+
+    V2 = "v2"
+    V1 = "v1"
+
+    def decode(self, body: Any, runtime: Runtime, max_rows: int) -> InferenceRequest:
+        decoder = decode_v2 if self is Protocol.V2 else decode_v1
+        return decoder(body, runtime, max_rows)
 
 
 @dataclass(frozen=True)
@@ -87,7 +103,11 @@ class Server:
         self.predictor: Predictor | None = None
         self.load_error: str | None = None
         self.batching_note = ""
-        self.feedback_versions: set[str] = set()
+        self.issuer = Issuer(settings.model_name, settings.model_version,
+                             settings.feedback_key or new_key())
+        self.ledger = Ledger(settings.feedback_window, settings.feedback_capacity)
+        # One thread: large requests take turns there, the loop stays free for everything else.
+        self.offload = ThreadPoolExecutor(max_workers=1, thread_name_prefix="large-request")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -122,6 +142,7 @@ class Server:
     async def close(self) -> None:
         if self.predictor is not None:
             await self.predictor.close()
+        self.offload.shutdown(wait=False, cancel_futures=True)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -141,7 +162,7 @@ class Server:
             raise RequestError(404, f"version {version!r} of {name} is not served here; this "
                                     f"server serves version {self.settings.model_version!r}")
 
-    async def read_json(self, request: web.Request) -> Any:
+    async def read_body(self, request: web.Request) -> bytes:
         content_type = request.headers.get("Content-Type", JSON)
         media = content_type.split(";", 1)[0].strip().lower()
         if media != JSON and not media.endswith("+json"):
@@ -154,13 +175,13 @@ class Server:
                                     f"bytes (--max-body-bytes)") from None
         if not body:
             raise RequestError(400, "the body is empty; send a JSON object")
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as error:
-            raise RequestError(400, f"the body is not valid JSON: {error}") from None
+        return body
+
+    async def read_json(self, request: web.Request) -> Any:
+        return _parse(await self.read_body(request))
 
     async def run(self, request: InferenceRequest, predictor: Predictor,
-                  runtime: Runtime) -> Any:
+                  runtime: Runtime) -> Prediction:
         try:
             prediction = await predictor.predict(request.rows, request.wants_proba)
         except InputError as error:
@@ -169,43 +190,96 @@ class Server:
                                is_classifier=runtime.is_classifier)
         return prediction
 
+    def predict_here(self, request: InferenceRequest, runtime: Runtime) -> Prediction:
+        """Predict in the calling thread, on its own (large requests, off the loop)."""
+        if self.predictor is not None:
+            self.metrics.batch_rows.observe(request.rows.shape[0])
+        try:
+            prediction = runtime.predict(request.rows, request.wants_proba)
+        except InputError as error:
+            raise RequestError(400, str(error)) from None
+        self.metrics.predicted(prediction.predict, prediction.proba,
+                               is_classifier=runtime.is_classifier)
+        return prediction
+
+    def answer_large(self, body: bytes, protocol: Protocol,
+                     runtime: Runtime) -> tuple[bytes, str]:
+        """Parse, decode, predict and encode in one go: what a worker thread does."""
+        inference = protocol.decode(_parse(body), runtime, self.settings.max_rows)
+        prediction = self.predict_here(inference, runtime)
+        return self.encode(protocol, inference, prediction)
+
+    def encode(self, protocol: Protocol, inference: InferenceRequest,
+               prediction: Prediction) -> tuple[bytes, str]:
+        """The answer's body and the id it issues for this prediction."""
+        prediction_id = self.issuer.issue(inference.rows.shape[0], time.time())
+        if protocol is Protocol.V2:
+            payload = encode_v2(inference, prediction, self.settings.model_name,
+                                self.settings.model_version, prediction_id)
+        else:
+            payload = encode_v1(prediction, prediction_id)
+        return orjson.dumps(payload), prediction_id
+
     # -- handlers ----------------------------------------------------------------------------
 
-    async def infer_v2(self, request: web.Request) -> web.Response:
+    async def infer(self, request: web.Request, protocol: Protocol) -> web.Response:
+        """Small requests are predicted on the loop (batched with others when that helps);
+        large ones in a worker thread, so the loop keeps answering probes meanwhile."""
         self.check_model(request)
         runtime, predictor = self.ready_runtime()
-        inference = decode_v2(await self.read_json(request), runtime)
-        prediction = await self.run(inference, predictor, runtime)
-        return _json(encode_v2(inference, prediction, self.settings.model_name,
-                               self.settings.model_version))
+        body = await self.read_body(request)
+        loop = asyncio.get_running_loop()
+        if len(body) > OFFLOAD_BYTES:
+            encoded, prediction_id = await loop.run_in_executor(
+                self.offload, self.answer_large, body, protocol, runtime)
+        else:
+            inference = protocol.decode(_parse(body), runtime, self.settings.max_rows)
+            if inference.rows.shape[0] > self.settings.max_batch_size:
+                prediction = await loop.run_in_executor(self.offload, self.predict_here,
+                                                        inference, runtime)
+            else:
+                prediction = await self.run(inference, predictor, runtime)
+            encoded, prediction_id = self.encode(protocol, inference, prediction)
+        return web.Response(body=encoded, content_type=JSON,
+                            headers={PREDICTION_ID_HEADER: prediction_id})
+
+    async def infer_v2(self, request: web.Request) -> web.Response:
+        return await self.infer(request, Protocol.V2)
 
     async def predict_v1(self, request: web.Request) -> web.Response:
-        self.check_model(request)
-        runtime, predictor = self.ready_runtime()
-        inference = decode_v1(await self.read_json(request), runtime)
-        prediction = await self.run(inference, predictor, runtime)
-        return _json(encode_v1(prediction))
+        return await self.infer(request, Protocol.V1)
 
     async def feedback(self, request: web.Request) -> web.Response:
-        """Ground truth for earlier predictions, counted for the version that made them."""
+        """Outcomes of earlier predictions, named by their ids, counted once each."""
         self.check_model(request)
+        self.check_token(request)
         body = await self.read_json(request)
-        if not isinstance(body, dict):
-            raise RequestError(400, "the body must be a JSON object")
-        version = body.get("version", request.headers.get(VERSION_HEADER))
-        if not isinstance(version, str) or not _VERSION_LABEL.match(version):
-            raise RequestError(400, "version: say which version made the predictions (the "
-                                    f"{VERSION_HEADER} header of their response), in the body "
-                                    f"or the {VERSION_HEADER} request header")
-        correct, incorrect = _outcomes(body)
-        if (version not in self.feedback_versions
-                and len(self.feedback_versions) >= self.settings.feedback_versions):
-            raise RequestError(429, f"feedback is already counted for "
-                                    f"{len(self.feedback_versions)} versions, the limit "
-                                    f"(--feedback-versions); version {version!r} is refused")
-        self.feedback_versions.add(version)
-        self.metrics.feedback_counted(version, correct, incorrect)
-        return _json({"version": version, "correct": correct, "incorrect": incorrect})
+        items = _feedback_items(body, self.settings.max_rows)
+        now = time.time()
+        outcomes = [_outcome(item, f"feedback[{index}]", self.issuer)
+                    for index, item in enumerate(items)]
+        try:
+            self.ledger.spend(outcomes, now)
+        except FeedbackError as error:
+            raise RequestError(error.status, error.message) from None
+        counted: dict[str, dict[str, int]] = {}
+        for outcome in outcomes:
+            tally = counted.setdefault(outcome.id.version, {"correct": 0, "incorrect": 0})
+            tally["correct" if outcome.correct else "incorrect"] += 1
+        for version, tally in counted.items():
+            self.metrics.feedback_counted(version, tally["correct"], tally["incorrect"])
+        return _json({"counted": counted})
+
+    def check_token(self, request: web.Request) -> None:
+        token = self.settings.feedback_token
+        if not token:
+            return
+        sent = request.headers.get("Authorization", "")
+        scheme, _, credentials = sent.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                credentials.strip().encode(), token.encode()):
+            raise RequestError(401, "feedback needs the feedback token: send the header "
+                                    "Authorization: Bearer <token> (--feedback-token)")
 
     async def live(self, _: web.Request) -> web.Response:
         return _json({"live": True})
@@ -246,33 +320,55 @@ class Server:
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _outcomes(body: dict[str, Any]) -> tuple[int, int]:
-    """(correct, incorrect) from `outcome(s)` or from `prediction(s)` beside `label(s)`."""
-    if "outcome" in body or "outcomes" in body:
-        outcomes = body.get("outcomes", [body.get("outcome")])
-        if not isinstance(outcomes, list) or not outcomes or any(
-                o not in ("correct", "incorrect") for o in outcomes):
-            raise RequestError(400, "outcome(s): each must be \"correct\" or \"incorrect\"")
-        correct = sum(1 for o in outcomes if o == "correct")
-        return correct, len(outcomes) - correct
-    if ("prediction" in body) != ("label" in body) or \
-            ("predictions" in body) != ("labels" in body):
-        raise RequestError(400, "send prediction with label, predictions with labels, or "
-                                "outcome(s)")
-    if "predictions" in body:
-        predictions, labels = body["predictions"], body["labels"]
-        if (not isinstance(predictions, list) or not isinstance(labels, list)
-                or len(predictions) != len(labels) or not predictions):
-            raise RequestError(400, "predictions and labels: two non-empty lists of the same "
-                                    "length")
-    elif "prediction" in body:
-        predictions, labels = [body["prediction"]], [body["label"]]
+def _parse(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise RequestError(400, f"the body is not valid JSON: {error}") from None
+
+
+def _feedback_items(body: Any, max_items: int) -> list[dict[str, Any]]:
+    """One feedback object, or {"feedback": [objects]}."""
+    if isinstance(body, dict) and "feedback" in body:
+        items = body["feedback"]
+        if not isinstance(items, list) or not items:
+            raise RequestError(400, "feedback: must be a non-empty list of "
+                                    "{\"id\", \"row\", \"outcome\"} objects")
     else:
-        raise RequestError(400, "send {\"prediction\": p, \"label\": y}, "
-                                "{\"predictions\": [...], \"labels\": [...]} or "
-                                "{\"outcome\": \"correct\"|\"incorrect\"}")
-    correct = sum(1 for p, y in zip(predictions, labels, strict=True) if _same(p, y))
-    return correct, len(predictions) - correct
+        items = [body]
+    if len(items) > max_items:
+        raise RequestError(413, f"feedback: {len(items)} items; at most {max_items} per "
+                                "request (--max-rows)")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise RequestError(400, f"feedback[{index}]: must be an object {{\"id\": "
+                                    "<X-Prediction-Id>, \"row\": 0, \"outcome\": "
+                                    "\"correct\"|\"incorrect\"}")
+    return items
+
+
+def _outcome(item: dict[str, Any], where: str, issuer: Issuer) -> Outcome:
+    """A verified outcome, or a 4xx saying why it counts nowhere."""
+    if "id" not in item:
+        raise RequestError(400, f"{where}.id: missing; feedback must name the prediction it is "
+                                f"about by the {PREDICTION_ID_HEADER} of its answer")
+    try:
+        prediction = issuer.verify(item["id"], f"{where}.id")
+    except FeedbackError as error:
+        raise RequestError(error.status, error.message) from None
+    row = item.get("row", 0)
+    if not isinstance(row, int) or isinstance(row, bool) or not 0 <= row < prediction.rows:
+        raise RequestError(400, f"{where}.row: must be a row of that prediction, 0 to "
+                                f"{prediction.rows - 1}")
+    if "outcome" in item:
+        if item["outcome"] not in ("correct", "incorrect"):
+            raise RequestError(400, f"{where}.outcome: must be \"correct\" or "
+                                    "\"incorrect\"")
+        return Outcome(prediction, row, item["outcome"] == "correct")
+    if "prediction" in item and "label" in item:
+        return Outcome(prediction, row, _same(item["prediction"], item["label"]))
+    raise RequestError(400, f"{where}: say how the prediction fared: \"outcome\": "
+                            "\"correct\"|\"incorrect\", or \"prediction\" with \"label\"")
 
 
 def _same(prediction: Any, label: Any) -> bool:
@@ -314,7 +410,9 @@ def build_app(settings: Settings, preloaded: Loaded | None = None) -> web.Applic
             response = _error(500, "the server failed to answer; see its log")
         route = request.match_info.route.name
         if route in INFERENCE_ROUTES:
-            server.metrics.request(response.status, time.perf_counter() - started)
+            # Latency of answered predictions only: refusals are fast and would flatter.
+            server.metrics.request(response.status, time.perf_counter() - started
+                                   if response.status == 200 else None)
         return response
 
     async def version_header(_: web.Request, response: web.StreamResponse) -> None:

@@ -12,6 +12,7 @@ With several worker processes the metrics go through prometheus_client's multipr
 from __future__ import annotations
 
 import os
+import random
 from typing import Any
 
 import numpy as np
@@ -77,26 +78,40 @@ class Metrics:
                                 registry=self.registry).labels(self.model, self.version)
         self.info.labels(self.model, self.version, sha256).set(1)
 
-    def request(self, status: int, seconds: float) -> None:
+    def request(self, status: int, seconds: float | None) -> None:
+        """Count an answer; its latency too when given (answered predictions only)."""
         counter = self._codes.get(status)
         if counter is None:
             counter = self._codes[status] = self.requests.labels(self.model, self.version,
                                                                  str(status))
         counter.inc()
-        self.duration.observe(seconds)
+        if seconds is not None:
+            self.duration.observe(seconds)
 
     def predicted(self, predicted: npt.NDArray[Any], proba: npt.NDArray[np.float64] | None,
                   *, is_classifier: bool) -> None:
+        """Count one request's predictions with a weight of one request, whatever its rows.
+
+        The distribution check compares how canary and stable answer their requests. Counted
+        per row, one client's 5,000-row request outweighed thousands of others and could move
+        the check on its own. So each request weighs 1: its classes count rows/len(rows) each
+        (the class shares of the request), and one of its rows, drawn at random, goes into the
+        value histogram (a histogram takes whole observations). A one-row request counts as
+        before. Shares of one request vary less than one categorical draw, so treating n
+        requests as n draws keeps the check's error rate at or under its alpha.
+        """
+        rows = predicted.shape[0] if predicted.ndim else 1
+        if rows == 0:
+            return
         if is_classifier:
             labels, counts = np.unique(predicted.astype(str), return_counts=True)
             for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
-                self.predictions.labels(self.model, self.version, label).inc(count)
+                self.predictions.labels(self.model, self.version, label).inc(count / rows)
             if proba is not None and proba.ndim == 2 and proba.shape[1] == 2:
-                for score in proba[:, 1].tolist():
-                    self.values.observe(score)
+                self.values.observe(float(proba[random.randrange(rows), 1]))
         elif predicted.dtype.kind in "iuf":
-            for value in predicted.reshape(-1).tolist():
-                self.values.observe(value)
+            values = predicted.reshape(rows, -1)
+            self.values.observe(float(values[random.randrange(rows), 0]))
 
     def feedback_counted(self, version: str, correct: int, incorrect: int) -> None:
         if correct:

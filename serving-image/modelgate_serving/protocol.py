@@ -63,8 +63,17 @@ class InferenceRequest:
         return PREDICT_PROBA in self.outputs
 
 
-def decode_v2(body: Any, runtime: Runtime) -> InferenceRequest:
+def decode_v2(body: Any, runtime: Runtime, max_rows: int) -> InferenceRequest:
     """A V2 inference request body (parsed JSON) -> rows and requested outputs."""
+    try:
+        return _decode_v2(body, runtime, max_rows)
+    except (ValueError, TypeError, OverflowError, MemoryError) as error:
+        # numpy's own complaint about values the checks above let through: still the client's
+        raise RequestError(400, f"inputs: the data cannot be read as the declared tensors "
+                                f"({type(error).__name__}: {error})") from None
+
+
+def _decode_v2(body: Any, runtime: Runtime, max_rows: int) -> InferenceRequest:
     if not isinstance(body, dict):
         raise RequestError(400, "the body must be a JSON object with an \"inputs\" list")
     request_id = body.get("id")
@@ -78,7 +87,7 @@ def decode_v2(body: Any, runtime: Runtime) -> InferenceRequest:
     columns = []
     for index, tensor in enumerate(inputs):
         where = f"inputs[{index}]"
-        columns.append(_decode_tensor(tensor, where))
+        columns.append(_decode_tensor(tensor, where, max_rows))
         if isinstance(tensor, dict):
             ignored += _parameter_names(tensor.get("parameters"), f"{where}.parameters")
     rows = _as_rows(columns, runtime)
@@ -88,8 +97,16 @@ def decode_v2(body: Any, runtime: Runtime) -> InferenceRequest:
                             ignored_parameters=tuple(ignored))
 
 
-def decode_v1(body: Any, runtime: Runtime) -> InferenceRequest:
+def decode_v1(body: Any, runtime: Runtime, max_rows: int) -> InferenceRequest:
     """A V1 predict body -> rows."""
+    try:
+        return _decode_v1(body, runtime, max_rows)
+    except (ValueError, TypeError, OverflowError, MemoryError) as error:
+        raise RequestError(400, f"instances: the rows cannot be read as numbers or strings "
+                                f"({type(error).__name__}: {error})") from None
+
+
+def _decode_v1(body: Any, runtime: Runtime, max_rows: int) -> InferenceRequest:
     if not isinstance(body, dict) or "instances" not in body:
         raise RequestError(400, "the body must be a JSON object {\"instances\": [[...], ...]}")
     instances = body["instances"]
@@ -97,6 +114,7 @@ def decode_v1(body: Any, runtime: Runtime) -> InferenceRequest:
         raise RequestError(400, "instances: must be a list of rows")
     if not instances:
         raise RequestError(400, "instances: the batch is empty; send at least one row")
+    _check_row_count(len(instances), max_rows, "instances")
     try:
         rows = np.asarray(instances)
     except (ValueError, TypeError):
@@ -112,6 +130,13 @@ def decode_v1(body: Any, runtime: Runtime) -> InferenceRequest:
     return InferenceRequest(rows=rows, ignored_parameters=tuple(ignored))
 
 
+def _check_row_count(rows: int, max_rows: int, where: str) -> None:
+    """Checked before numpy sees the data, so a huge request costs little to refuse."""
+    if rows > max_rows:
+        raise RequestError(413, f"{where}: {rows} rows; this server takes at most {max_rows} "
+                                f"per request (--max-rows); send them in several requests")
+
+
 def _check_rows(runtime: Runtime, rows: npt.NDArray[Any], where: str) -> None:
     try:
         runtime.check(rows, where)
@@ -120,7 +145,8 @@ def _check_rows(runtime: Runtime, rows: npt.NDArray[Any], where: str) -> None:
 
 
 def encode_v2(request: InferenceRequest, prediction: Prediction, model_name: str,
-              model_version: str) -> dict[str, Any]:
+              model_version: str, prediction_id: str) -> dict[str, Any]:
+    """The V2 answer; the prediction id goes in `parameters` (where V2 allows extensions)."""
     outputs: list[dict[str, Any]] = []
     for name in request.outputs:
         if name == PREDICT:
@@ -131,13 +157,16 @@ def encode_v2(request: InferenceRequest, prediction: Prediction, model_name: str
                                 "outputs": outputs}
     if request.id is not None:
         response["id"] = request.id
+    parameters: dict[str, Any] = {"prediction_id": prediction_id}
     if request.ignored_parameters:
-        response["parameters"] = {"ignored": list(request.ignored_parameters)}
+        parameters["ignored"] = list(request.ignored_parameters)
+    response["parameters"] = parameters
     return response
 
 
-def encode_v1(prediction: Prediction) -> dict[str, Any]:
-    return {"predictions": _jsonable(prediction.predict).tolist()}
+def encode_v1(prediction: Prediction, prediction_id: str) -> dict[str, Any]:
+    return {"predictions": _jsonable(prediction.predict).tolist(),
+            "prediction_id": prediction_id}
 
 
 def _tensor(name: str, values: npt.NDArray[Any]) -> dict[str, Any]:
@@ -164,7 +193,7 @@ def _jsonable(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return values.astype(str)
 
 
-def _decode_tensor(tensor: Any, where: str) -> npt.NDArray[Any]:
+def _decode_tensor(tensor: Any, where: str, max_rows: int) -> npt.NDArray[Any]:
     if not isinstance(tensor, dict):
         raise RequestError(400, f"{where}: must be an object with name, shape, datatype, data")
     datatype = tensor.get("datatype")
@@ -179,6 +208,7 @@ def _decode_tensor(tensor: Any, where: str) -> npt.NDArray[Any]:
                                 f"e.g. [1, 4]")
     if "data" not in tensor:
         raise RequestError(400, f"{where}.data: missing")
+    _check_row_count(shape[0], max_rows, f"{where}.shape")
     dtype, kinds = DATATYPES[datatype]
     try:
         values = np.asarray(tensor["data"])
@@ -223,6 +253,8 @@ def _as_rows(columns: Sequence[npt.NDArray[Any]], runtime: Runtime) -> npt.NDArr
                                     f"[rows, features]; a tabular model takes 2 dimensions")
         return only
     counts = {column.shape[0] if column.ndim else -1 for column in columns}
+    if counts == {0}:
+        raise RequestError(400, "inputs: the batch is empty; send at least one row")
     if len(counts) != 1 or any(column.ndim not in (1, 2) for column in columns):
         raise RequestError(400, "inputs: several inputs are columns and must all have shape "
                                 "[rows] or [rows, k] with the same number of rows")

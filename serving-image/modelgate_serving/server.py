@@ -10,6 +10,7 @@ the container rather than serving at reduced capacity unnoticed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -19,6 +20,7 @@ import signal
 import tempfile
 from types import FrameType
 
+from modelgate_serving.feedback import new_key
 from modelgate_serving.metrics import MULTIPROCESS_ENV
 from modelgate_serving.settings import Settings
 
@@ -61,6 +63,9 @@ def run_worker(settings: Settings, index: int = 0) -> None:
 
 def serve(settings: Settings) -> int:
     configure_logging(settings)
+    if not settings.feedback_key:
+        # One key for all workers, so any of them verifies the ids the others issue.
+        settings = dataclasses.replace(settings, feedback_key=new_key())
     log.info("modelgate-serve on %s:%d, %d worker(s)", settings.host, settings.port,
              settings.workers)
     if settings.workers == 1:

@@ -15,7 +15,7 @@ import itertools
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 ENV_PREFIX = "MODELGATE_"
@@ -87,8 +87,21 @@ class Settings:
     shutdown_timeout: float = 25.0
     """Seconds in-flight requests may take to finish after SIGTERM. Default 25 (under
     Kubernetes' default grace period of 30)."""
-    feedback_versions: int = 16
-    """Distinct model versions feedback is counted for, bounding label cardinality. Default 16."""
+    max_rows: int = 10_000
+    """Most rows in one inference request; more gets 413 (bounds the work and the weight one
+    request has). Default 10000."""
+    feedback_key: str | None = field(default=None, repr=False)
+    """Secret that signs prediction ids; give every pod of a model the same one (from a
+    Secret) so any pod takes feedback for any prediction. Default: random per server, so only
+    the server that answered takes its feedback."""
+    feedback_token: str | None = field(default=None, repr=False)
+    """When set, feedback must carry `Authorization: Bearer <token>` (from a Secret); without
+    it any client holding a prediction id may send feedback for it. Default none."""
+    feedback_window: float = 3600.0
+    """How long after a prediction its feedback is taken (e.g. 30m, 2h). Default 1h."""
+    feedback_capacity: int = 100_000
+    """Most outcomes remembered as counted (about 150 bytes each) until their window ends;
+    when full, feedback gets 429. Default 100000."""
     log_level: str = "INFO"
     """Python logging level. Default INFO."""
 
@@ -178,7 +191,11 @@ FLAGS: dict[str, tuple[str, object]] = {
     "--download-timeout": ("download_timeout", parse_seconds),
     "--download-retries": ("download_retries", int),
     "--shutdown-timeout": ("shutdown_timeout", parse_seconds),
-    "--feedback-versions": ("feedback_versions", _positive_int),
+    "--max-rows": ("max_rows", _positive_int),
+    "--feedback-key": ("feedback_key", str),
+    "--feedback-token": ("feedback_token", str),
+    "--feedback-window": ("feedback_window", parse_seconds),
+    "--feedback-capacity": ("feedback_capacity", _positive_int),
     "--log-level": ("log_level", str.upper),
 }
 

@@ -39,11 +39,13 @@ def test_inference_counts_requests_latency_and_classes(models, logs) -> None:
         assert _value(served, "modelgate_requests_total", code="200", **labels) == 1
         assert _value(served, "modelgate_requests_total", code="400", **labels) == 1
         assert _value(served, "modelgate_requests_total", **labels) == 2
-        assert _value(served, "modelgate_request_duration_seconds_count", **labels) == 2
+        # latency of the answered prediction only, not of the refusal
+        assert _value(served, "modelgate_request_duration_seconds_count", **labels) == 1
+        # one request weighs 1, shared among its rows' classes
         expected = np.unique(model.estimator.predict(rows), return_counts=True)
         for label, count in zip(*expected, strict=True):
             assert _value(served, "modelgate_predictions_total", **labels,
-                          **{"class": str(label)}) == count
+                          **{"class": str(label)}) == pytest.approx(count / len(rows))
         assert _value(served, "modelgate_model_info", sha256=model.sha256, **labels) == 1
         buckets = {s.labels["le"] for s in _samples(served)
                    if s.name == "modelgate_request_duration_seconds_bucket"}
@@ -54,48 +56,28 @@ def test_regressor_predictions_fill_the_value_histogram(regressor, models) -> No
     rows = models["regressor"].X[:12]
     before = _value(regressor, "modelgate_prediction_value_count")
     regressor.predict_v1(rows.tolist())
-    assert _value(regressor, "modelgate_prediction_value_count") - before == 12
+    regressor.predict_v1(rows[:1].tolist())
+    # each request is one observation (a row drawn from it), however many rows it has
+    assert _value(regressor, "modelgate_prediction_value_count") - before == 2
     assert not [s for s in _samples(regressor) if s.name == "modelgate_predictions_total"]
-
-
-def test_feedback_is_counted_for_the_version_that_predicted(classifier) -> None:
-    feedback = "/v2/models/iris/feedback"
-    first = classifier.post(feedback, json={"version": "2", "predictions": [0, 1, 2],
-                                            "labels": [0, 1, 1]})
-    assert first.json() == {"version": "2", "correct": 2, "incorrect": 1}
-    classifier.post(feedback, json={"prediction": "setosa", "label": "setosa"},
-                    headers={"X-Model-Version": "1"})
-    classifier.post(feedback, json={"version": "1", "outcomes": ["incorrect", "incorrect"]})
-    assert _value(classifier, "modelgate_feedback_total", version="2", outcome="correct") == 2
-    assert _value(classifier, "modelgate_feedback_total", version="2", outcome="incorrect") == 1
-    assert _value(classifier, "modelgate_feedback_total", version="1", outcome="correct") == 1
-    assert _value(classifier, "modelgate_feedback_total", version="1", outcome="incorrect") == 2
-
-
-def test_feedback_versions_are_bounded(models, logs) -> None:
-    with serving(models["classifier"].uri, logs, name="iris",
-                 args=["--feedback-versions", "2"]) as served:
-        for version in ("1", "2"):
-            assert served.post("/v2/models/iris/feedback",
-                               json={"version": version, "outcome": "correct"}).ok
-        third = served.post("/v2/models/iris/feedback", json={"version": "3",
-                                                              "outcome": "correct"})
-        assert third.status_code == 429
-        assert "--feedback-versions" in third.json()["error"]
 
 
 def test_analysis_reads_a_real_servers_metrics(models, logs) -> None:
     """The serving exposition is what modelgate's observe() expects (contract 4)."""
     model = models["classifier"]
-    with serving(model.uri, logs, name="iris", version="1") as stable, \
-            serving(model.uri, logs, name="iris", version="2") as canary:
+    key = {"MODELGATE_FEEDBACK_KEY": "one key for every pod of the model"}
+    with serving(model.uri, logs, name="iris", version="1", env=key) as stable, \
+            serving(model.uri, logs, name="iris", version="2", env=key) as canary:
         scrapes = [PodScrape(t=0.0, role=role, pod=f"{role.value}-0",
                              samples=parse_exposition(served.metrics()))
                    for role, served in ((Role.STABLE, stable), (Role.CANARY, canary))]
         for served in (stable, canary):
             for row in model.X[:20]:
-                served.predict_v1([row.tolist()])
-        stable.post("/v2/models/iris/feedback", json={"version": "2", "outcome": "correct"})
+                answer = served.predict_v1([row.tolist()])
+        counted = stable.post("/v2/models/iris/feedback",
+                              json={"id": answer.headers["X-Prediction-Id"],
+                                    "outcome": "correct"})
+        assert counted.json() == {"counted": {"2": {"correct": 1, "incorrect": 0}}}
         scrapes += [PodScrape(t=30.0, role=role, pod=f"{role.value}-0",
                               samples=parse_exposition(served.metrics()))
                     for role, served in ((Role.STABLE, stable), (Role.CANARY, canary))]

@@ -108,7 +108,7 @@ def test_id_is_echoed_and_ignored_parameters_are_listed(classifier, models) -> N
     body["parameters"] = {"content_type": "np"}
     answer = classifier.infer(body).json()
     assert answer["id"] == "req-42"
-    assert answer["parameters"] == {"ignored": ["parameters.content_type"]}
+    assert answer["parameters"]["ignored"] == ["parameters.content_type"]
     assert answer["model_name"] == "iris"
     assert answer["model_version"] == "1"
 

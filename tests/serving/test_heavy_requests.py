@@ -1,0 +1,81 @@
+"""Requests that are heavy by rows or bytes: bounded (413 beyond --max-rows), weighed as one
+request in the prediction distribution, and predicted off the event loop so the health
+endpoints keep answering within a second however many arrive."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+from support.serving import Served, serving
+
+
+@pytest.fixture(scope="module")
+def heavy(models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[Served]:
+    model = models["forest"]
+    with serving(model.uri, tmp_path_factory.mktemp("heavy"), name="forest", version="2",
+                 args=["--sha256", model.sha256,
+                       "--trusted-types", "sklearn.tree._tree.Tree"]) as served:
+        yield served
+
+
+def _classes(served: Served) -> dict[str, float]:
+    return {s.labels["class"]: s.value
+            for family in text_string_to_metric_families(served.metrics())
+            for s in family.samples if s.name == "modelgate_predictions_total"}
+
+
+def test_a_row_heavy_request_weighs_as_one_request(heavy: Served, models) -> None:
+    """The review's skew: 5,000 rows of one class from one client. Counted per row they
+    outweighed everything else; weighed per request they count as one of 21 requests."""
+    rows = models["forest"].X
+    before = sum(_classes(heavy).values())
+    one_class = rows[models["forest"].estimator.predict(rows) == 2][:1]
+    assert heavy.predict_v1(np.repeat(one_class, 5000, axis=0).tolist()).ok
+    for row in rows[:20]:
+        assert heavy.predict_v1([row.tolist()]).ok
+    after = _classes(heavy)
+    assert sum(after.values()) - before == pytest.approx(21)
+
+
+def test_health_answers_within_a_second_under_huge_and_heavy_requests(heavy: Served,
+                                                                      models) -> None:
+    rows = models["forest"].X
+    huge = json.dumps({"instances": np.resize(rows, (800_000, 4)).round(1).tolist()}).encode()
+    assert len(huge) > 10 * 1024 * 1024
+    heavy_rows = json.dumps({"instances": np.resize(rows, (10_000, 4)).tolist()}).encode()
+    stop = threading.Event()
+    waits: list[float] = []
+
+    def probe() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                started = time.monotonic()
+                answer = session.get(heavy.url + "/v2/health/live", timeout=10)
+                waits.append(time.monotonic() - started)
+                assert answer.status_code == 200
+
+    def send(body: bytes) -> int:
+        return requests.post(f"{heavy.url}/v1/models/forest:predict", data=body,
+                             headers={"Content-Type": "application/json"},
+                             timeout=120).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(24) as pool:
+        prober = pool.submit(probe)
+        answers = [pool.submit(send, body) for body in [huge] * 16 + [heavy_rows] * 6]
+        statuses = [answer.result() for answer in answers]
+        stop.set()
+        prober.result()
+    assert statuses == [413] * 16 + [200] * 6
+    assert len(waits) > 10
+    assert max(waits) < 1.0, f"slowest health answer {max(waits):.2f}s of {len(waits)}"
+    assert "Traceback" not in heavy.log()
