@@ -70,6 +70,19 @@ def decide_invalid(state: RolloutState, observed: Observed, problems: list[str],
                         keep_children=True)
 
 
+def decide_conflict(state: RolloutState, observed: Observed, conflicts: list[str],
+                    now: float) -> TickDecision:
+    """Children's names are taken by objects modelgate does not control: touch nothing, hold
+    the rollout where it is, and say which names (a NameConflict condition and Event)."""
+    message = "; ".join(conflicts)
+    events = () if state.message == message else (Event("NameConflict", message, warning=True),)
+    conditions = _set_condition(state.conditions, "NamesAvailable", False, "NameConflict",
+                                message, now, observed.generation)
+    new_state = replace(state, message=message, conditions=conditions)
+    return TickDecision(state=new_state, stable=None, canary=None, events=events,
+                        keep_children=True)
+
+
 def decide(spec: ModelDeploymentSpec, state: RolloutState, observed: Observed,
            now: float) -> TickDecision:
     """One tick of the rollout of a valid spec."""
@@ -125,6 +138,11 @@ class _Tick:
         if self.state.phase is Phase.DEGRADED:
             self.emit("SpecValid", "the spec is valid again")
         self.condition("SpecValid", True, "Valid", "the spec is valid")
+        if any(c.type == "NamesAvailable" and c.status == "False"
+               for c in self.state.conditions):
+            self.emit("NameConflictResolved", "the children's names are free or ours again")
+            self.condition("NamesAvailable", True, "Available",
+                           "every child's name is free or controlled by this ModelDeployment")
         self.set(observed_generation=self.observed.generation,
                  spec_hash=self.observed.spec_hash)
         if self.state.stable is None:
@@ -525,4 +543,4 @@ def _set_condition(conditions: tuple[Condition, ...], kind: str, status: bool, r
 
 
 _CONDITION_ORDER = {"Ready": 0, "Progressing": 1, "Promoted": 2, "RolledBack": 3,
-                    "SpecValid": 4}
+                    "SpecValid": 4, "NamesAvailable": 5}

@@ -75,6 +75,31 @@ def owner_reference(owner: Owner) -> dict[str, Any]:
             "controller": True, "blockOwnerDeletion": True}
 
 
+def controller_uid(child: Mapping[str, Any] | None) -> str | None:
+    """The uid of the object that controls `child` (its controller owner reference), if any."""
+    for reference in ((child or {}).get("metadata") or {}).get("ownerReferences") or []:
+        if isinstance(reference, Mapping) and reference.get("controller"):
+            uid = reference.get("uid")
+            return uid if isinstance(uid, str) else None
+    return None
+
+
+def is_owned(child: Mapping[str, Any] | None, owner_uid: str) -> bool:
+    """True when `child` carries the controller owner reference of the ModelDeployment with
+    `owner_uid`: only such children are patched or deleted, never a same-named stranger."""
+    return controller_uid(child) == owner_uid
+
+
+def conflict(kind: str, child: Mapping[str, Any] | None, owner_uid: str) -> str | None:
+    """Why an existing `child` may not be touched (None when it is ours or does not exist)."""
+    if child is None or is_owned(child, owner_uid):
+        return None
+    name = (child.get("metadata") or {}).get("name")
+    return (f"{kind} {name} exists and is not controlled by this ModelDeployment; modelgate "
+            f"neither changes nor deletes it: rename the ModelDeployment, or remove that "
+            f"{kind} if it is no longer needed")
+
+
 def _labels(spec: ModelDeploymentSpec, role: str, model: ModelSource | None) -> dict[str, str]:
     labels = {
         **selector(spec.name, role),

@@ -53,6 +53,15 @@ def reconcile(cluster: Cluster, settings: OperatorSettings, body: Mapping[str, A
         role: cluster.get_deployment(namespace, manifests.deployment_name(name, role))
         for role in (manifests.STABLE, manifests.CANARY)
     }
+    existing_service = cluster.get_service(namespace, manifests.service_name(name))
+    owner_uid = str(metadata.get("uid"))
+    conflicts = [problem for problem in (
+        manifests.conflict("Service", existing_service, owner_uid),
+        *(manifests.conflict("Deployment", existing[role], owner_uid) for role in existing),
+    ) if problem]
+    # A stranger of a child's name is not an arm of this rollout: never read as one.
+    existing = {role: child if manifests.is_owned(child, owner_uid) else None
+                for role, child in existing.items()}
     observed = Observed(
         generation=int(metadata.get("generation") or 0),
         spec_hash=manifests.spec_hash(body.get("spec") or {}),
@@ -71,6 +80,10 @@ def reconcile(cluster: Cluster, settings: OperatorSettings, body: Mapping[str, A
         assert invalid.keep_children
         return _write(cluster, body, invalid.state, None, now, invalid.events)
 
+    if conflicts:
+        held = machine.decide_conflict(state, observed, conflicts, now)
+        return _write(cluster, body, held.state, None, now, held.events)
+
     if machine.wants_scrape(spec, state, now):
         assert state.canary is not None
         started = time.monotonic()
@@ -80,12 +93,13 @@ def reconcile(cluster: Cluster, settings: OperatorSettings, body: Mapping[str, A
         observed = replace(observed, scrape=scrape)
     decision = machine.decide(spec, state, observed, now)
 
-    owner = manifests.Owner(name=name, namespace=namespace, uid=str(metadata.get("uid")))
-    cluster.ensure_service(manifests.service(spec, owner))
+    owner = manifests.Owner(name=name, namespace=namespace, uid=owner_uid)
+    cluster.ensure_service(manifests.service(spec, owner), existing_service)
     for role, plan in ((manifests.STABLE, decision.stable), (manifests.CANARY, decision.canary)):
         if plan is None:
-            if existing[role] is not None:
-                cluster.delete_deployment(namespace, manifests.deployment_name(name, role))
+            child = existing[role]
+            if child is not None:
+                cluster.delete_deployment(child, owner_uid)
         else:
             cluster.ensure_deployment(
                 manifests.deployment(spec, owner, role, plan.model, plan.replicas),

@@ -124,6 +124,7 @@ class Cluster:
                           existing: Mapping[str, Any] | None) -> None:
         """Create the Deployment, or patch it if what it should be has changed."""
         namespace = body["metadata"]["namespace"]
+        _refuse_unowned("Deployment", existing, body)
         if existing is None:
             self._call("create", self.apps.create_namespaced_deployment, namespace, dict(body))
         elif manifests.applied_hash(existing) != manifests.applied_hash(body):
@@ -133,22 +134,35 @@ class Cluster:
                                      ("labels", "annotations", "ownerReferences")},
                         "spec": body["spec"]}, _content_type=MERGE_PATCH)
 
-    def delete_deployment(self, namespace: str, name: str) -> None:
+    def delete_deployment(self, existing: Mapping[str, Any], owner_uid: str) -> None:
+        """Delete a Deployment this ModelDeployment controls, and only if it still is that one
+        (the uid precondition): never one that replaced it under the same name."""
+        metadata = existing["metadata"]
+        if not manifests.is_owned(existing, owner_uid):
+            raise NotOwnedError(manifests.conflict("Deployment", existing, owner_uid) or "")
         try:
-            self._call("delete", self.apps.delete_namespaced_deployment, name, namespace,
-                       propagation_policy="Foreground")
+            self._call("delete", self.apps.delete_namespaced_deployment, metadata["name"],
+                       metadata["namespace"], propagation_policy="Foreground",
+                       body={"preconditions": {"uid": metadata.get("uid")}})
         except ApiException as exc:
             if exc.status != 404:
                 raise
 
-    def ensure_service(self, body: Mapping[str, Any]) -> None:
+    def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(self._call("get", self.core.read_namespaced_service, name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def ensure_service(self, body: Mapping[str, Any],
+                       existing: Mapping[str, Any] | None) -> None:
+        """Create the Service, or patch it if what it should be has changed."""
         namespace = body["metadata"]["namespace"]
         name = body["metadata"]["name"]
-        try:
-            existing = self._call("get", self.core.read_namespaced_service, name, namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        _refuse_unowned("Service", existing, body)
+        if existing is None:
             self._call("create", self.core.create_namespaced_service, namespace, dict(body))
             return
         if manifests.applied_hash(existing) != manifests.applied_hash(body):
@@ -176,4 +190,17 @@ class Cluster:
         return result
 
 
-__all__ = ["ApiException", "Cluster", "PodAddress", "load_config"]
+class NotOwnedError(Exception):
+    """An object of the child's name exists and another controls it (or none does)."""
+
+
+def _refuse_unowned(kind: str, existing: Mapping[str, Any] | None,
+                    body: Mapping[str, Any]) -> None:
+    """The last guard before a write: the caller checks first and reports the conflict."""
+    owner_uid = manifests.controller_uid(body)
+    if existing is not None and (owner_uid is None or not manifests.is_owned(existing,
+                                                                             owner_uid)):
+        raise NotOwnedError(manifests.conflict(kind, existing, owner_uid or "") or "")
+
+
+__all__ = ["ApiException", "Cluster", "NotOwnedError", "PodAddress", "load_config"]
