@@ -99,6 +99,8 @@ VERSION_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 MODEL_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
 METRIC_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 URI_RE = re.compile(r"^(file|https?)://\S+$")
+USERINFO_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]*@")
+"""A URI with credentials before the host (`https://user:password@host/...`)."""
 HTTP_URL_RE = re.compile(r"^https?://\S+$")
 SHA256_RE = re.compile(r"^[a-f0-9]{64}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -367,8 +369,16 @@ def _model_source(reader: _Reader, obj: Mapping[str, Any], path: str) -> ModelSo
                             max_length=63,
                             hint="letters, digits, '-', '_' and '.', starting and ending "
                                  "with a letter or digit") or ""
-    uri = reader.string(obj, "uri", path, required=True, pattern=URI_RE, max_length=2048,
-                        hint="use file://, http:// or https://") or ""
+    if isinstance(obj.get("uri"), str) and USERINFO_RE.match(obj["uri"]):
+        # The value is not repeated: this message goes to status and Events.
+        reader.fail(f"{path}.uri", "holds credentials (user:password@host); they would be "
+                    "copied into status, the pods' environment and Events, so modelgate "
+                    "refuses them: serve the file from a location that needs none (a "
+                    "cluster-internal URL, a volume) and pin it with sha256")
+        uri = ""
+    else:
+        uri = reader.string(obj, "uri", path, required=True, pattern=URI_RE, max_length=2048,
+                            hint="use file://, http:// or https://") or ""
     sha256 = reader.string(obj, "sha256", path, pattern=SHA256_RE,
                            hint="64 lowercase hex characters")
     model_format = reader.choice(obj, "format", path, ModelFormat, ModelFormat.SKOPS)

@@ -6,6 +6,7 @@ them. A value that cannot be read stops the operator at start with a message nam
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import os
 from collections.abc import Mapping
@@ -35,6 +36,15 @@ class OperatorSettings:
     standalone: bool = False
     """Run without kopf peering (default false). Set true for a single replica without the
     peering CRD, as the sandbox does."""
+    image_allowlist: tuple[str, ...] = ()
+    """Serving images a ModelDeployment may use, comma-separated shell-style patterns (for
+    example registry.example.com/modelgate/serving@sha256:*); empty (the default) allows any.
+    A spec naming another image is reported invalid and nothing is deployed for it."""
+
+    def image_allowed(self, image: str) -> bool:
+        """True when the allowlist is empty or `image` matches one of its patterns."""
+        return not self.image_allowlist or any(
+            fnmatch.fnmatchcase(image, pattern) for pattern in self.image_allowlist)
 
 
 class SettingsError(ValueError):

@@ -86,6 +86,9 @@ TABLE = [
     Bad("pickle-format", set_("spec.model.format", "pickle"), "schema", "spec.model.format"),
     Bad("ftp-uri", set_("spec.model.uri", "ftp://models/iris.skops"), "schema",
         "spec.model.uri"),
+    Bad("credentials-in-uri", both(
+        set_("spec.model.uri", "https://reader:s3cret@models.example.com/m.skops"),
+        set_("spec.model.sha256", DIGEST)), "schema", "spec.model.uri"),
     Bad("missing-version", drop("spec.model.version"), "schema", "spec.model.version"),
     Bad("missing-model", drop("spec.model"), "schema", "spec.model"),
     Bad("misspelt-field", set_("spec.rollout.stepweight", 10), "schema",
@@ -232,3 +235,16 @@ def test_bad_spec_is_rejected_by_the_right_layer_naming_the_field(case: Bad) -> 
         api.parse(obj)
     fields = [problem.split(": ", 1)[0] for problem in raised.value.problems]
     assert any(field.startswith(case.field) for field in fields), raised.value.problems
+
+
+def test_credentials_in_a_model_uri_are_refused_without_repeating_them() -> None:
+    """The problems go to status and Events, which the tenant's readers may see."""
+    for uri in ("https://reader:s3cret@models.example.com/m.skops",
+                "http://s3cret@models.example.com/m.skops", "file://s3cret@host/m.skops"):
+        obj = copy.deepcopy(BASE)
+        obj["spec"]["model"].update(uri=uri, sha256=DIGEST)
+        with pytest.raises(api.SpecError) as raised:
+            api.parse(obj)
+        assert any(p.startswith("spec.model.uri: holds credentials")
+                   for p in raised.value.problems), raised.value.problems
+        assert "s3cret" not in str(raised.value.problems)

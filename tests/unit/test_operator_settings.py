@@ -29,3 +29,15 @@ def test_every_kind_of_value_is_read() -> None:
 def test_an_unreadable_value_names_its_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         from_env({name: value})
+
+
+def test_the_image_allowlist_matches_patterns_and_allows_anything_when_empty() -> None:
+    assert OperatorSettings().image_allowed("anything:latest")
+    settings = from_env({"MODELGATE_OPERATOR_IMAGE_ALLOWLIST":
+                         "registry.example.com/modelgate/*, ghcr.io/acme/serving@sha256:*"})
+    assert settings.image_allowlist == ("registry.example.com/modelgate/*",
+                                        "ghcr.io/acme/serving@sha256:*")
+    assert settings.image_allowed("registry.example.com/modelgate/serving:1.2")
+    assert settings.image_allowed("ghcr.io/acme/serving@sha256:" + "a" * 64)
+    assert not settings.image_allowed("ghcr.io/acme/serving:latest")
+    assert not settings.image_allowed("docker.io/registry.example.com/modelgate/x")

@@ -116,6 +116,9 @@ class _FakeCluster:
     def get_deployment(self, namespace: str, name: str) -> None:
         return None
 
+    def get_service(self, namespace: str, name: str) -> None:
+        return None
+
     def post_event(self, body: object, reason: str, message: str, *, warning: bool) -> None:
         self.events.append(reason)
 
@@ -135,3 +138,19 @@ def test_an_unreadable_status_holds_everything_and_writes_nothing() -> None:
     assert result.status is None
     assert cluster.status_writes == 0
     assert cluster.events == ["StatusUnreadable"]
+
+
+def test_an_image_outside_the_allowlist_is_an_invalid_spec_and_nothing_is_deployed() -> None:
+    from modelgate.handlers.reconcile import reconcile
+    from modelgate.settings import OperatorSettings
+
+    cluster = _FakeCluster()  # it has no create or patch: any write would raise
+    body = {"metadata": {"name": "iris", "namespace": "ml", "generation": 1, "uid": "u1"},
+            "spec": {"model": {"version": "v1", "uri": "file:///m"},
+                     "serving": {"image": "docker.io/attacker/miner:latest"}}}
+    settings = OperatorSettings(image_allowlist=("registry.example.com/modelgate/*",))
+    result = reconcile(cluster, settings, body, now=5000.0)  # type: ignore[arg-type]
+    assert result.status is not None
+    assert result.status["phase"] == "Degraded"
+    assert "is not in this operator's image allowlist" in result.status["message"]
+    assert cluster.events == ["InvalidSpec"]

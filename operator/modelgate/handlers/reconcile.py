@@ -71,6 +71,11 @@ def reconcile(cluster: Cluster, settings: OperatorSettings, body: Mapping[str, A
     )
     try:
         spec = api.parse(body)
+        if not settings.image_allowed(spec.serving.image):
+            raise api.SpecError([
+                f"spec.serving.image: {spec.serving.image!r} is not in this operator's image "
+                f"allowlist ({', '.join(settings.image_allowlist)}); use an allowed image or "
+                "ask the cluster's administrator"])
         provider = provider_factory(spec.analysis.provider,
                                     timeout_cap=settings.scrape_timeout_seconds,
                                     concurrency=settings.scrape_concurrency)
