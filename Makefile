@@ -16,7 +16,7 @@ KIND_NODE_IMAGE := kindest/node:v1.33.1
 KIND_CLUSTER := modelgate
 IMAGE_TAG := dev
 
-.PHONY: help install test lint typecheck unit demo reference lock tools clean bench-analysis bench-serving \
+.PHONY: help install test lint typecheck unit demo reference lock lock-images tools clean bench-analysis bench-serving \
 	kind-up images kind-load deploy undeploy e2e need-docker
 
 help: ## list the targets
@@ -102,6 +102,16 @@ lock: ## re-pin every transitive dependency into constraints.txt (needs network)
 	/tmp/modelgate-lock/bin/pip freeze --exclude modelgate --exclude modelgate-serving \
 		| sed '1i # Every package of the dev environment, pinned. Regenerate with `make lock`.' \
 		> constraints.txt
+
+PIP_TOOLS_VERSION := 7.6.2
+lock-images: ## regenerate the images' hashed requirements (*/requirements.lock) from PyPI (needs network)
+	rm -rf /tmp/modelgate-lock-images && $(PYTHON) -m venv /tmp/modelgate-lock-images
+	/tmp/modelgate-lock-images/bin/pip install --quiet pip-tools==$(PIP_TOOLS_VERSION)
+	for package in serving-image operator; do \
+		/tmp/modelgate-lock-images/bin/pip-compile --quiet --index-url https://pypi.org/simple \
+			--generate-hashes --allow-unsafe --build-deps-for wheel --strip-extras \
+			--no-emit-index-url --no-emit-find-links -c constraints.txt \
+			--output-file $$package/requirements.lock $$package/pyproject.toml || exit 1; done
 
 clean: ## remove the venv and caches
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

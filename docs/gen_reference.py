@@ -124,7 +124,8 @@ def operator_settings() -> str:
     lines = [OPERATOR_START, "| Environment | Default | Meaning |", "| --- | --- | --- |"]
     for field in fields(settings.OperatorSettings):
         default = getattr(defaults, field.name)
-        shown = ("all namespaces" if default == () else f"`{str(default).lower()}`"
+        empty = {"namespaces": "all namespaces", "image_allowlist": "any image"}
+        shown = (empty.get(field.name, "none") if default == () else f"`{str(default).lower()}`"
                  if isinstance(default, bool) else f"`{default:g}`"
                  if isinstance(default, float) else f"`{default}`")
         name = settings.env_name(field.name)

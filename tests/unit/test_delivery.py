@@ -135,9 +135,32 @@ def test_images_run_as_non_root_from_a_slim_pinned_base(dockerfile: str, entrypo
     text = (ROOT / dockerfile).read_text()
     bases = re.findall(r"^ARG PYTHON_IMAGE=(\S+)", text, re.MULTILINE)
     assert bases
-    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", bases[0])
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+@sha256:[0-9a-f]{64}", bases[0])
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert users
     assert users[-1].split(":")[0] not in {"root", "0"}
     assert f"ENTRYPOINT {entrypoint}" in text
-    assert "-c /src/constraints.txt" in text  # the image installs the same pins as the tests
+    # every distribution hash-checked, nothing fetched unchecked for the package's own build
+    package = dockerfile.split("/")[0]
+    assert f"--require-hashes --no-deps -r /src/{package}/requirements.lock" in text
+    assert f"--no-deps --no-build-isolation /src/{package}" in text
+
+
+@pytest.mark.parametrize("package", ["serving-image", "operator"])
+def test_the_image_locks_hash_the_same_pins_as_the_tests(package: str) -> None:
+    """*/requirements.lock (make lock-images) agrees with constraints.txt, and every
+    requirement in it carries hashes."""
+    def normal(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text()
+                .splitlines() if "==" in line and not line.startswith("#"))
+    pins = {normal(name): version for name, version in pins.items()}
+    lock = (ROOT / package / "requirements.lock").read_text()
+    locked = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", lock, re.MULTILINE)
+    assert locked
+    for name, version in locked:
+        if name.lower() != "setuptools":  # the build backend, pinned in pyproject.toml
+            assert pins.get(normal(name)) == version, name
+    entries = re.split(r"^(?=[A-Za-z])", lock, flags=re.MULTILINE)[1:]
+    assert all("--hash=sha256:" in entry for entry in entries)
