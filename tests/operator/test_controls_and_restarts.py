@@ -4,6 +4,7 @@ invalid spec, and the operator killed mid-analysis."""
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 import pytest
 import requests
@@ -46,7 +47,7 @@ def test_abort_retry_and_promote_through_the_cli(sandbox: Sandbox, name: str) ->
     status = sandbox.status(name)
     assert status["phase"] == "RolledBack"
     assert status["history"][-1]["outcome"] == "Aborted"
-    time.sleep(2)
+    sandbox.wait_ticks(3)
     assert sandbox.status(name)["phase"] == "RolledBack"  # not retried on its own
 
     retried = sandbox.cli("retry", name)
@@ -74,7 +75,10 @@ def test_pause_holds_the_steps_and_resume_continues(sandbox: Sandbox, name: str)
 
     sandbox.annotate(name, {"modelgate.dev/paused": "true"})
     paused = sandbox.wait(name, phase("Paused"), timeout=10)
-    time.sleep(4)  # longer than the step's own pause
+    # past the end of the step's own 3 s pause, and ticks after it that could have moved on
+    pause_ends = datetime.fromisoformat(paused["canary"]["stepStartedAt"]).timestamp() + 3
+    eventually(lambda: time.time() > pause_ends, timeout=10, what="the step's pause over")
+    sandbox.wait_ticks(3)
     still = sandbox.status(name)
     assert still["phase"] == "Paused"
     assert still["canary"]["stepIndex"] == paused["canary"]["stepIndex"] == 1
@@ -103,8 +107,8 @@ def test_an_invalid_spec_is_degraded_while_the_stable_model_keeps_serving(
     assert conditions["SpecValid"]["reason"] == "InvalidSpec"
     assert "InvalidSpec" in sandbox.event_reasons(name)
     served = sandbox.traffic[name].counts().get("v1", 0)
-    time.sleep(2)
-    assert sandbox.traffic[name].counts().get("v1", 0) > served  # v1 still answers
+    eventually(lambda: sandbox.traffic[name].counts().get("v1", 0) > served + 20,
+               what="v1 still answering")
     assert sandbox.traffic[name].counts().get("v2", 0) == 0
     stable_after = sandbox.deployments()[f"{name}-stable"]
     assert stable_after["metadata"]["generation"] == stable_before["metadata"]["generation"]
@@ -127,7 +131,6 @@ def test_the_operator_killed_mid_analysis_resumes_from_its_step_without_double_p
     samples_before = before["analysis"]["metrics"][0]["canary"]["samples"]
 
     sandbox.kill_operator()
-    time.sleep(2)
     sandbox.start_operator()
 
     def judged_again(status: dict) -> bool:

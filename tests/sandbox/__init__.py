@@ -258,6 +258,35 @@ class Sandbox:
         assert self.cluster.emulator is not None
         return self.cluster.emulator.snapshot("v1/pods", NAMESPACE)
 
+    def ticks(self) -> int:
+        """Reconciliation ticks the running operator has finished (all objects together)."""
+        import requests
+
+        text = requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith("modelgate_operator_tick_seconds_count "):
+                return int(float(line.split()[1]))
+        return 0
+
+    def wait_ticks(self, ticks: int, *, timeout: float = 60) -> None:
+        """Wait until the operator has had `ticks` chances to act on every ModelDeployment.
+
+        For "nothing happens" checks: waiting for ticks, not seconds, stays right on a slow
+        machine. Each object's timer ticks once per period, so the operator-wide count must
+        grow by `ticks` for each ModelDeployment there is.
+        """
+        assert self.cluster is not None
+        assert self.cluster.emulator is not None
+        objects = max(1, len(self.cluster.emulator.snapshot(
+            "modelgate.dev/v1alpha1/modeldeployments", NAMESPACE)))
+        target = self.ticks() + ticks * objects
+        deadline = time.monotonic() + timeout
+        while self.ticks() < target:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the operator did not tick {ticks} times in {timeout:g}s"
+                                     f"\noperator log (last lines):\n{self.operator_tail()}")
+            time.sleep(0.1)
+
     def operator_tail(self, lines: int = 30) -> str:
         if not self.operator_log.exists():
             return "(no log)"
