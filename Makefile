@@ -59,7 +59,7 @@ typecheck: install ## mypy --strict over both packages
 	$(BIN)/mypy
 
 unit: install tools ## the pytest suite, in parallel; the ten slowest tests listed at the end
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --durations=10
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=10
 
 unit-quick: install ## the unit tier alone (pure logic, no processes)
 	$(BIN)/pytest -q -n 2 tests/unit
