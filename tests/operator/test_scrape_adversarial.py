@@ -136,7 +136,7 @@ def test_a_trickling_pod_is_cut_off_at_one_deadline() -> None:
             elapsed = time.monotonic() - started
         assert error is not None
         assert "no complete answer from /metrics within 1 s" in error
-        assert elapsed < 2.0, f"the scrape took {elapsed:.1f}s with a 1s deadline"
+        assert elapsed < 4.0, f"the scrape took {elapsed:.1f}s with a 1s deadline"
 
 
 def test_many_trickling_pods_cost_one_deadline_and_bounded_connections() -> None:
@@ -149,7 +149,7 @@ def test_many_trickling_pods_cost_one_deadline_and_bounded_connections() -> None
         result = provider.collect(pods, pod.port, 0.0)
         elapsed = time.monotonic() - started
     assert result.error is not None
-    assert elapsed < 2.0
+    assert elapsed < 4.0  # a trickle would hold it for a minute
     assert pod.most_open <= 4
 
 
