@@ -192,8 +192,7 @@ class Server:
 
     def predict_here(self, request: InferenceRequest, runtime: Runtime) -> Prediction:
         """Predict in the calling thread, on its own (large requests, off the loop)."""
-        if self.predictor is not None:
-            self.metrics.batch_rows.observe(request.rows.shape[0])
+        self.metrics.batch_rows.observe(request.rows.shape[0])
         try:
             prediction = runtime.predict(request.rows, request.wants_proba)
         except InputError as error:
