@@ -16,8 +16,6 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any, TypeVar
 
-from modelgate.core.analysis.records import AnalysisRecord, MetricRecord
-from modelgate.core.analysis.sequential import Interval
 from modelgate.core.types import (
     DEFAULT_LATENCY_QUANTILE,
     DEFAULT_TOLERANCES,
@@ -47,11 +45,6 @@ from modelgate.core.types import (
     Step,
     ThresholdRange,
 )
-
-GROUP = "modelgate.dev"
-VERSION = "v1alpha1"
-KIND = "ModelDeployment"
-PLURAL = "modeldeployments"
 
 MAX_NAME_LENGTH = 52
 """Children are named <name>-stable / <name>-canary and must fit a 63-character label."""
@@ -741,45 +734,3 @@ def _float(value: float | None) -> float:
     """Narrow a reader result that had a default (so is never None) to float."""
     assert value is not None, "every caller passes a default"
     return value
-
-
-# --- core -> status -------------------------------------------------------------------------
-
-def _finite(value: float | None) -> float | None:
-    """JSON has no NaN or infinity: they become null."""
-    if value is None or value != value or value in (float("inf"), float("-inf")):
-        return None
-    return float(value)
-
-
-def _effect(interval: Interval | None) -> dict[str, float | None] | None:
-    if interval is None:
-        return None
-    return {"estimate": _finite(interval.estimate), "lower": _finite(interval.lower),
-            "upper": _finite(interval.upper)}
-
-
-def metric_record_to_status(record: MetricRecord) -> dict[str, Any]:
-    """One metric's record in the shape of status.analysis.metrics[] (camelCase, JSON-safe)."""
-    result: dict[str, Any] = {
-        "name": record.name,
-        "type": record.type.value,
-        "verdict": record.verdict.value,
-        "stable": {"value": _finite(record.stable.value), "samples": record.stable.samples},
-        "canary": {"value": _finite(record.canary.value), "samples": record.canary.samples},
-        "statistic": _finite(record.statistic),
-        "effect": _effect(record.effect),
-        "requiredSamples": record.required_samples,
-        "reason": record.reason,
-    }
-    return {key: value for key, value in result.items() if value is not None}
-
-
-def analysis_record_to_status(record: AnalysisRecord) -> dict[str, Any]:
-    """The judge's record in the shape of status.analysis (without its time)."""
-    return {
-        "decision": record.decision.value,
-        "reason": record.reason,
-        "elapsedSeconds": record.elapsed_seconds,
-        "metrics": [metric_record_to_status(metric) for metric in record.metrics],
-    }

@@ -15,10 +15,10 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from modelgate import api
 from modelgate.core.analysis import Decision, PodScrape, Role, final_decision, judge, observe
 from modelgate.core.types import MetricType, ModelDeploymentSpec
 from modelgate.exposition import ExpositionError, parse_exposition
+from modelgate.status import analysis_record_to_status
 
 
 class TapeError(ValueError):
@@ -69,7 +69,7 @@ def replay(spec: ModelDeploymentSpec, scrapes: list[PodScrape]) -> Iterator[dict
         observation = observe(scrapes, at=tick)
         record = judge(analysis, observation, elapsed_seconds=tick,
                        custom_values=_no_custom_values(spec))
-        status = api.analysis_record_to_status(record)
+        status = analysis_record_to_status(record)
         yield {"t": tick, **status}
         decision = final_decision(record, analysis.on_inconclusive)
         if record.decision is not Decision.CONTINUE:

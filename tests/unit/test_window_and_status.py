@@ -124,7 +124,7 @@ class _FakeCluster:
 
 
 def test_an_unreadable_status_holds_everything_and_writes_nothing() -> None:
-    from modelgate.handlers.reconcile import reconcile
+    from modelgate.reconcile import reconcile
     from modelgate.settings import OperatorSettings
 
     cluster = _FakeCluster()

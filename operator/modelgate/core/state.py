@@ -2,7 +2,7 @@
 of the cluster this tick, and what it decided.
 
 Everything a restarted operator needs to continue is in `RolloutState` (written to status
-once per tick by `modelgate.api`), or can be seen again in the cluster (`Observed`). Times are
+once per tick by `modelgate.status`), or can be seen again in the cluster (`Observed`). Times are
 seconds since the epoch, always passed in; the core never reads a clock.
 """
 
@@ -93,7 +93,8 @@ class Condition:
 
 @dataclass(frozen=True)
 class Controls:
-    """The last request token of each kind already acted on (see modelgate.api.CONTROL_*)."""
+    """The last request token of each kind already acted on (the annotations are in
+    modelgate.control_annotations)."""
 
     promote: str | None = None
     abort: str | None = None

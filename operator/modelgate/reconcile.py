@@ -14,11 +14,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from modelgate import api, status
+from modelgate import api, control_annotations, deployments, status
+from modelgate import operator_metrics as metrics
 from modelgate.core import machine, manifests
 from modelgate.core.state import Event, Observed, RolloutState
 from modelgate.core.types import Phase
-from modelgate.handlers import metrics
 from modelgate.k8s import ApiException, Cluster
 from modelgate.providers import MetricProvider, ProviderUnavailableError, provider_for
 from modelgate.settings import OperatorSettings
@@ -56,9 +56,9 @@ def reconcile(cluster: Cluster, settings: OperatorSettings, body: Mapping[str, A
     observed = Observed(
         generation=int(metadata.get("generation") or 0),
         spec_hash=manifests.spec_hash(body.get("spec") or {}),
-        controls=status.controls(metadata.get("annotations")),
-        stable=status.arm_observed(existing[manifests.STABLE]),
-        canary=status.arm_observed(existing[manifests.CANARY]),
+        controls=control_annotations.controls(metadata.get("annotations")),
+        stable=deployments.arm_observed(existing[manifests.STABLE]),
+        canary=deployments.arm_observed(existing[manifests.CANARY]),
     )
     try:
         spec = api.parse(body)
