@@ -16,6 +16,7 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any, TypeVar
 
+from modelgate.core.durations import DURATION_RE, parse_duration
 from modelgate.core.types import (
     DEFAULT_LATENCY_QUANTILE,
     DEFAULT_TOLERANCES,
@@ -85,9 +86,6 @@ FIELDS: dict[str, tuple[str, ...]] = {
 """The fields of every spec object, keyed by schema path ([*] for list items). A test holds
 them equal to the CRD's properties."""
 
-DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
-_DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-_DURATION_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 VERSION_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 MODEL_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
 METRIC_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -110,16 +108,6 @@ class SpecError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("; ".join(problems))
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a duration such as "30s", "1m30s", "250ms" or "1.5h"."""
-    if not DURATION_RE.match(text):
-        raise ValueError(f"{text!r} is not a duration such as 30s, 5m or 1h30m")
-    return sum(
-        float(number) * _DURATION_UNIT_SECONDS[unit]
-        for number, unit in _DURATION_PART_RE.findall(text)
-    )
 
 
 _QUANTITY_SUFFIX = {

@@ -118,12 +118,6 @@ class RolloutState:
     analysis: Mapping[str, Any] | None = None
     """The last decision record, as written to status (kept as it was between analyses)."""
 
-    def condition(self, kind: str) -> Condition | None:
-        for condition in self.conditions:
-            if condition.type == kind:
-                return condition
-        return None
-
 
 @dataclass(frozen=True)
 class ArmObserved:
@@ -156,6 +150,9 @@ class ScrapeResult:
 
     scrapes: tuple[PodScrape, ...] = ()
     error: str | None = None
+    custom_values: Mapping[str, float] = field(default_factory=dict)
+    """The canary's value of each prometheus (threshold) metric the provider could read, by
+    metric name; a provider that reads none leaves it empty (those metrics hold, no data)."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
+from modelgate.core.types import AnalysisSpec, MetricType
+
 REQUESTS = "modelgate_requests_total"
 DURATION_BUCKET = "modelgate_request_duration_seconds_bucket"
 PREDICTIONS = "modelgate_predictions_total"
@@ -133,3 +135,12 @@ def histogram(cumulative: Mapping[float, float]) -> Histogram:
     for index in range(1, len(counts)):
         counts[index] = max(counts[index], counts[index - 1])
     return Histogram(bounds=tuple(bounds), cumulative=tuple(counts))
+
+
+def custom_values(analysis: AnalysisSpec,
+                  supplied: Mapping[str, float]) -> dict[str, float | None]:
+    """Each prometheus (threshold) metric's canary value for the judge: what the provider
+    supplied, else None, which the check reports as no data (it holds; it never passes
+    unseen). The operator and `modelgate analyze` both judge through this."""
+    return {metric.name: supplied.get(metric.name) for metric in analysis.metrics
+            if metric.type is MetricType.PROMETHEUS}
