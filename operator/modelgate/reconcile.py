@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from modelgate import api, control_annotations, deployments, status
 from modelgate import operator_metrics as metrics
 from modelgate.core import machine, manifests
+from modelgate.core.analysis import AnalysisRecord
 from modelgate.core.state import Event, Observed, RolloutState
 from modelgate.core.types import Phase
-from modelgate.k8s import ApiException, Cluster
-from modelgate.providers import MetricProvider, ProviderUnavailableError, provider_for
+from modelgate.k8s import ApiException, PodAddress
+from modelgate.providers import ProviderFactory, ProviderUnavailableError, provider_for
 from modelgate.settings import OperatorSettings
 
 
@@ -31,10 +32,27 @@ class TickResult:
     events: tuple[Event, ...]
 
 
-ProviderFactory = Callable[..., MetricProvider]
+class ClusterCalls(Protocol):
+    """The Kubernetes API calls one tick makes: `modelgate.k8s.Cluster`, or a test's fake."""
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def ensure_deployment(self, body: Mapping[str, Any],
+                          existing: Mapping[str, Any] | None) -> None: ...
+
+    def delete_deployment(self, namespace: str, name: str) -> None: ...
+
+    def ensure_service(self, body: Mapping[str, Any]) -> None: ...
+
+    def ready_pods(self, namespace: str, name: str) -> list[PodAddress]: ...
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
+
+    def post_event(self, body: Mapping[str, Any], reason: str, message: str, *,
+                   warning: bool = False) -> None: ...
 
 
-def reconcile(cluster: Cluster, settings: OperatorSettings, body: Mapping[str, Any],
+def reconcile(cluster: ClusterCalls, settings: OperatorSettings, body: Mapping[str, Any],
               now: float, provider_factory: ProviderFactory = provider_for) -> TickResult:
     """Decide one tick for `body` (a ModelDeployment), act on it and write its status."""
     metadata = body.get("metadata") or {}
@@ -97,8 +115,8 @@ def reconcile(cluster: Cluster, settings: OperatorSettings, body: Mapping[str, A
     return _write(cluster, body, decision.state, decision.record, now, decision.events)
 
 
-def _write(cluster: Cluster, body: Mapping[str, Any], state: RolloutState, record: Any,
-           now: float, events: tuple[Event, ...]) -> TickResult:
+def _write(cluster: ClusterCalls, body: Mapping[str, Any], state: RolloutState,
+           record: AnalysisRecord | None, now: float, events: tuple[Event, ...]) -> TickResult:
     """Post the tick's Events, then write the whole status once."""
     _post(cluster, body, events)
     new_status = status.status_from_state(state, record, judged_at=now)
@@ -112,7 +130,7 @@ def _write(cluster: Cluster, body: Mapping[str, Any], state: RolloutState, recor
     return TickResult(status=new_status, events=events)
 
 
-def _post(cluster: Cluster, body: Mapping[str, Any], events: tuple[Event, ...]) -> None:
+def _post(cluster: ClusterCalls, body: Mapping[str, Any], events: tuple[Event, ...]) -> None:
     for event in events:
         # an Event is a courtesy: losing one must not stop the rollout (it is counted)
         with contextlib.suppress(ApiException):
