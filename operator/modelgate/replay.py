@@ -1,4 +1,4 @@
-"""Replay a tape of recorded scrapes through the judge (DESIGN contract 5).
+"""Replay a tape of recorded scrapes through the judge (docs/architecture.md, contract 5).
 
 A tape is JSON Lines, one scrape per line:
     {"t": <seconds since canary start>, "role": "stable"|"canary", "pod": "<name>",

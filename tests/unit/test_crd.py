@@ -1,4 +1,5 @@
-"""The CRD: contract 2 of DESIGN.md, a schema that teaches the API, examples that pass it."""
+"""The CRD (docs/architecture.md, contract 2): a schema that teaches the API, examples that
+pass it."""
 
 from __future__ import annotations
 

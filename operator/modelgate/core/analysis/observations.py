@@ -1,10 +1,10 @@
 """From scrapes of serving pods to what each arm did over the analysis window.
 
-A scrape is one pod's metrics at one moment (the serving metrics of DESIGN contract 4, already
-parsed into samples). Counters only grow, except when a pod restarts; histograms are counters
-per bucket. For each pod the increase over the window is summed over consecutive scrapes, a
-drop being read as a restart (the new value is all new counts), as Prometheus' increase() does.
-Pods of an arm are summed, so pods may come and go.
+A scrape is one pod's metrics at one moment (the serving metrics of docs/architecture.md,
+contract 4, already parsed into samples). Counters only grow, except when a pod restarts;
+histograms are counters per bucket. For each pod the increase over the window is summed over
+consecutive scrapes, a drop being read as a restart (the new value is all new counts), as
+Prometheus' increase() does. Pods of an arm are summed, so pods may come and go.
 
 The window is the same for both arms: it starts when both have been scraped. A pod seen by then
 contributes only what it counted afterwards, so a stable pod's history from before the canary
