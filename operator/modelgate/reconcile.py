@@ -18,10 +18,15 @@ from modelgate import api, control_annotations, deployments, status
 from modelgate import operator_metrics as metrics
 from modelgate.core import machine, manifests
 from modelgate.core.analysis import AnalysisRecord
-from modelgate.core.state import Event, Observed, RolloutState
-from modelgate.core.types import Phase
+from modelgate.core.state import Decision, Event, Observed, RolloutState, ScrapeResult
+from modelgate.core.types import ModelDeploymentSpec, Phase
 from modelgate.k8s import ApiException, PodAddress
-from modelgate.providers import ProviderFactory, ProviderUnavailableError, provider_for
+from modelgate.providers import (
+    MetricProvider,
+    ProviderFactory,
+    ProviderUnavailableError,
+    provider_for,
+)
 from modelgate.settings import OperatorSettings
 
 
@@ -61,43 +66,83 @@ def reconcile(cluster: ClusterCalls, settings: OperatorSettings, body: Mapping[s
     try:
         state = status.state_from_status(body.get("status"))
     except ValueError as exc:
-        # Acting on a status that cannot be read could redeploy the declared model as if
-        # nothing served: hold everything, say so, and write nothing.
-        event = Event("StatusUnreadable", f"{exc}; nothing is changed until status is "
-                      "repaired or cleared", warning=True)
-        _post(cluster, body, (event,))
-        return TickResult(status=None, events=(event,))
-    existing = {
-        role: cluster.get_deployment(namespace, manifests.deployment_name(name, role))
-        for role in (manifests.STABLE, manifests.CANARY)
-    }
-    observed = Observed(
-        generation=int(metadata.get("generation") or 0),
-        spec_hash=manifests.spec_hash(body.get("spec") or {}),
-        controls=control_annotations.controls(metadata.get("annotations")),
-        stable=deployments.arm_observed(existing[manifests.STABLE]),
-        canary=deployments.arm_observed(existing[manifests.CANARY]),
-    )
+        return _hold_unreadable_status(cluster, body, exc)
+    existing = _children(cluster, namespace, name)
+    observed = _observe(body, existing)
     try:
         spec = api.parse(body)
         provider = provider_factory(spec.analysis.provider,
                                     timeout_cap=settings.scrape_timeout_seconds,
                                     concurrency=settings.scrape_concurrency)
     except (api.SpecError, ProviderUnavailableError) as exc:
-        problems = exc.problems if isinstance(exc, api.SpecError) else [str(exc)]
-        invalid = machine.decide_invalid(state, observed, problems, now)
-        assert invalid.keep_children
-        return _write(cluster, body, invalid.state, None, now, invalid.events)
-
+        return _hold_invalid_spec(cluster, body, state, observed, exc, now)
     if machine.wants_scrape(spec, state, now):
-        assert state.canary is not None
-        started = time.monotonic()
-        pods = cluster.ready_pods(namespace, name)
-        scrape = provider.collect(pods, spec.serving.port, now - state.canary.started_at)
-        metrics.ANALYSIS_SECONDS.observe(time.monotonic() - started)
-        observed = replace(observed, scrape=scrape)
+        observed = replace(observed, scrape=_scrape(cluster, provider, spec, state, body, now))
     decision = machine.decide(spec, state, observed, now)
+    _ensure_children(cluster, spec, body, decision, existing)
+    _count(decision.events, namespace, name)
+    return _write(cluster, body, decision.state, decision.record, now, decision.events)
 
+
+Children = dict[str, dict[str, Any] | None]
+"""Each arm's Deployment as the API returned it (None: it does not exist), by role."""
+
+
+def _hold_unreadable_status(cluster: ClusterCalls, body: Mapping[str, Any],
+                            error: ValueError) -> TickResult:
+    # Acting on a status that cannot be read could redeploy the declared model as if
+    # nothing served: hold everything, say so, and write nothing.
+    event = Event("StatusUnreadable", f"{error}; nothing is changed until status is "
+                  "repaired or cleared", warning=True)
+    _post(cluster, body, (event,))
+    return TickResult(status=None, events=(event,))
+
+
+def _children(cluster: ClusterCalls, namespace: str, name: str) -> Children:
+    return {role: cluster.get_deployment(namespace, manifests.deployment_name(name, role))
+            for role in (manifests.STABLE, manifests.CANARY)}
+
+
+def _observe(body: Mapping[str, Any], existing: Children) -> Observed:
+    """What the object and its children show this tick (the scrape comes later, if due)."""
+    metadata = body.get("metadata") or {}
+    return Observed(
+        generation=int(metadata.get("generation") or 0),
+        spec_hash=manifests.spec_hash(body.get("spec") or {}),
+        controls=control_annotations.controls(metadata.get("annotations")),
+        stable=deployments.arm_observed(existing[manifests.STABLE]),
+        canary=deployments.arm_observed(existing[manifests.CANARY]),
+    )
+
+
+def _hold_invalid_spec(cluster: ClusterCalls, body: Mapping[str, Any], state: RolloutState,
+                       observed: Observed, error: api.SpecError | ProviderUnavailableError,
+                       now: float) -> TickResult:
+    problems = error.problems if isinstance(error, api.SpecError) else [str(error)]
+    invalid = machine.decide_invalid(state, observed, problems, now)
+    assert invalid.keep_children
+    return _write(cluster, body, invalid.state, None, now, invalid.events)
+
+
+def _scrape(cluster: ClusterCalls, provider: MetricProvider, spec: ModelDeploymentSpec,
+            state: RolloutState, body: Mapping[str, Any], now: float) -> ScrapeResult:
+    """Both arms' metrics now, timed for the operator's own metrics."""
+    assert state.canary is not None
+    metadata = body.get("metadata") or {}
+    started = time.monotonic()
+    pods = cluster.ready_pods(str(metadata.get("namespace") or "default"),
+                              str(metadata.get("name")))
+    scrape = provider.collect(pods, spec.serving.port, now - state.canary.started_at)
+    metrics.ANALYSIS_SECONDS.observe(time.monotonic() - started)
+    return scrape
+
+
+def _ensure_children(cluster: ClusterCalls, spec: ModelDeploymentSpec, body: Mapping[str, Any],
+                     decision: Decision, existing: Children) -> None:
+    """The Service, and each arm's Deployment as the decision plans it (or none)."""
+    metadata = body.get("metadata") or {}
+    namespace = str(metadata.get("namespace") or "default")
+    name = str(metadata.get("name"))
     owner = manifests.Owner(name=name, namespace=namespace, uid=str(metadata.get("uid")))
     cluster.ensure_service(manifests.service(spec, owner))
     for role, plan in ((manifests.STABLE, decision.stable), (manifests.CANARY, decision.canary)):
@@ -108,11 +153,13 @@ def reconcile(cluster: ClusterCalls, settings: OperatorSettings, body: Mapping[s
             cluster.ensure_deployment(
                 manifests.deployment(spec, owner, role, plan.model, plan.replicas),
                 existing[role])
-    for event in decision.events:
+
+
+def _count(events: tuple[Event, ...], namespace: str, name: str) -> None:
+    for event in events:
         counter = metrics.EVENT_COUNTERS.get(event.reason)
         if counter is not None:
             counter.labels(namespace, name).inc()
-    return _write(cluster, body, decision.state, decision.record, now, decision.events)
 
 
 def _write(cluster: ClusterCalls, body: Mapping[str, Any], state: RolloutState,
