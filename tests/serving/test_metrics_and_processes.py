@@ -16,6 +16,9 @@ from support.serving import Served, serving
 from modelgate.core.analysis import PodScrape, Role, observe
 from modelgate.exposition import parse_exposition
 
+# one xdist worker runs every serving test, so the session's servers start once
+pytestmark = pytest.mark.xdist_group("serving")
+
 
 def _samples(served: Served) -> list:
     return [sample for family in text_string_to_metric_families(served.metrics())
