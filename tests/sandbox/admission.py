@@ -84,8 +84,8 @@ def _show(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    if value is None:
-        return "null"
+    if value is None:  # Go prints a nil value as the string "null"
+        return '"null"'
     if isinstance(value, int | float):
         return str(value)
     return json.dumps(value, sort_keys=True)
