@@ -16,6 +16,7 @@ reports "some validation rules were not checked").
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import itertools
 import json
@@ -64,7 +65,8 @@ class FieldError:
     field: str
     """Dotted path with [index], as the API server prints it; "<nil>" for the whole object."""
     detail: str = ""
-    value: Any = None
+    value: Any = dataclasses.field(default=None, compare=False)
+    """The offending value (lists and maps too: not part of equality or hashing)."""
     layer: str = "schema"
     """"schema", "cel" or "metadata": which check found it (for tests; not sent)."""
 
