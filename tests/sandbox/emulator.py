@@ -72,6 +72,7 @@ RESOURCES: dict[str, tuple[str, bool, tuple[str, ...], tuple[str, ...], tuple[st
     "apps/v1/replicasets": ("ReplicaSet", True, ("status",), ("rs",), ("all",)),
     "events.k8s.io/v1/events": ("Event", True, (), ("ev",), ()),
 }
+POD = kmock.resource("", "v1", "pods")
 GC_PERIOD = 0.1
 """Seconds between passes of the garbage collector."""
 APPLY = "application/apply-patch+yaml"
@@ -484,9 +485,11 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
                 return _status(404, "NotFound", f'{self._qualified(request)} '
                                f'"{request.name}" not found')
             return aiohttp.web.json_response(current)
+        grace = options.get("gracePeriodSeconds", request.params.get("gracePeriodSeconds"))
         async with self._lock:
             found = await self._delete_object(request.resource, request.namespace,
-                                              request.name or "", policy)
+                                              request.name or "", policy,
+                                              None if grace is None else int(grace))
         if found is None:
             return _status(404, "NotFound", f'{self._qualified(request)} "{request.name}" '
                            "not found")
@@ -494,16 +497,28 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         return aiohttp.web.json_response(current, status=202 if held else 200)
 
     async def _delete_object(self, resource: Any, namespace: str | None, name: str,
-                             policy: str) -> tuple[dict[str, Any], bool] | None:
+                             policy: str, grace: int | None = None,
+                             ) -> tuple[dict[str, Any], bool] | None:
         """Delete one object (the lock held); (its last state, still held by finalizers) or
         None if there is none. Foreground holds the owner until its dependents are gone;
-        Orphan releases the dependents first; Background leaves them to the collector."""
+        Orphan releases the dependents first; Background leaves them to the collector. A
+        running pod is only marked (Terminating, as with a grace period): the kubelet
+        stand-in stops its process, then deletes it for good with a grace period of 0."""
         key = (resource, namespace, name)
         if key not in self.objects or self.objects[key].deleted:
             return None
         stored = self.objects[key]
         current = copy.deepcopy(stored.raw)
         metadata = current["metadata"]
+        if resource == POD and grace != 0 and \
+                (current.get("status") or {}).get("phase") == "Running":
+            if not metadata.get("deletionTimestamp"):
+                metadata["deletionTimestamp"] = _now()
+                metadata["deletionGracePeriodSeconds"] = 30 if grace is None else grace
+                metadata["resourceVersion"] = str(next(self._versions))
+                self._store(stored, current)
+                await self._buses[resource].put({"type": "MODIFIED", "object": current})
+            return current, True
         if policy == "Orphan":
             await self._orphan(metadata["uid"])
         finalizers = list(metadata.get("finalizers") or [])
