@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 
 import pytest
 from support.kubectl import ROOT, Kubectl
@@ -43,7 +44,12 @@ def test_the_readme_quickstart_works_as_written(sandbox_env: dict[str, str],
     assert "FIELD: analysis <Object>" in out  # explain
     assert "interval\t<string>" in out
     assert 'modeldeployment.modelgate.dev "iris" deleted' in out
-    # garbage collection took every child with the owner
-    left = kubectl("get", "deploy,svc,pods", "-l", "app.kubernetes.io/instance=iris",
-                   "-o", "name").stdout
-    assert left.strip() == ""
+    # garbage collection takes every child with the owner; pods linger Terminating until the
+    # kubelet has stopped them, as on a cluster
+    deadline = time.monotonic() + 60
+    left = "?"
+    while left and time.monotonic() < deadline:
+        left = kubectl("get", "deploy,svc,pods", "-l", "app.kubernetes.io/instance=iris",
+                       "-o", "name").stdout.strip()
+        time.sleep(0.5)
+    assert left == "", f"left after the delete: {left}"

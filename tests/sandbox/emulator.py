@@ -179,6 +179,9 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
                 return await self._delete(request)
             if request.action == enums.action.WATCH:
                 return await self._watch(request)
+            if request.action == enums.action.FETCH and self._current(request)[0] is None:
+                return _status(404, "NotFound",
+                               f'{self._qualified(request)} "{request.name}" not found')
             if request.action in (enums.action.LIST, enums.action.FETCH) and \
                     kubeapi.wants_table(request.headers.get("Accept", "")):
                 return await self._table(request)
@@ -240,8 +243,8 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         if request.action == enums.action.FETCH:
             stored, current = self._current(request)
             if stored is None:
-                return _status(404, "NotFound", f'{info["plural"]}.{info["group"]} '
-                               f'"{request.name}" not found'.replace(". ", " "))
+                return _status(404, "NotFound",
+                               f'{self._qualified(request)} "{request.name}" not found')
             objects = [current]
         else:
             objects = list((await self._serve_list(request))["items"])
@@ -391,7 +394,6 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         return f"{info['plural']}.{info['group']}" if info["group"] else info["plural"]
 
     async def _patch(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
-        _, _, subresources = self._kinds[request.resource]
         content_type = request.headers.get("Content-Type", "").split(";")[0]
         patch = request.data
         if patch is None and request.text:
@@ -399,14 +401,21 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
                 patch = yaml.safe_load(request.text)
             except yaml.YAMLError as exc:
                 return _status(400, "BadRequest", f"the body is neither JSON nor YAML: {exc}")
+        # one write at a time, computed on the latest version, as the API server's
+        # GuaranteedUpdate does (only an explicit resourceVersion in the patch conflicts)
         async with self._lock:
             stored, current = self._current(request)
-        if stored is None:
-            if content_type == APPLY and isinstance(patch, dict):  # apply creates
-                self._remember_apply(request, patch)
-                return await self._create_object(request, copy.deepcopy(patch))
-            return _status(404, "NotFound", f'{self._qualified(request)} "{request.name}" '
-                           "not found")
+            if stored is None and not (content_type == APPLY and isinstance(patch, dict)):
+                return _status(404, "NotFound", f'{self._qualified(request)} '
+                               f'"{request.name}" not found')
+            if stored is not None:
+                return await self._patch_locked(request, content_type, patch, stored, current)
+        self._remember_apply(request, patch)  # server-side apply creates
+        return await self._create_object(request, copy.deepcopy(patch))
+
+    async def _patch_locked(self, request: rendering.Request, content_type: str, patch: Any,
+                            stored: Any, current: dict[str, Any]) -> aiohttp.web.StreamResponse:
+        _, _, subresources = self._kinds[request.resource]
         try:
             if content_type == APPLY and isinstance(patch, dict):
                 manager = request.params.get("fieldManager", "")
@@ -448,26 +457,18 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         changed = admitted
         if content_type == APPLY and isinstance(patch, dict):
             self._remember_apply(request, patch)
-        async with self._lock:
-            stored, latest = self._current(request)
-            if stored is None or latest["metadata"]["resourceVersion"] != \
-                    current["metadata"]["resourceVersion"]:
-                return _status(409, "Conflict", f'Operation cannot be fulfilled on '
-                               f'{self._qualified(request)} "{request.name}": the object has '
-                               "been modified; please apply your changes to the latest "
-                               "version and try again")
-            if changed == current or request.params.get("dryRun"):
-                return _json(changed, 200, warnings)
-            if changed.get("spec") != current.get("spec"):
-                changed["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
-            changed["metadata"]["resourceVersion"] = str(next(self._versions))
-            metadata = changed["metadata"]
-            if metadata.get("deletionTimestamp") and not metadata.get("finalizers"):
-                stored.delete()
-                await self._buses[request.resource].put({"type": "DELETED", "object": changed})
-                return _json(changed, 200, warnings)
-            self._store(stored, changed)
-            await self._buses[request.resource].put({"type": "MODIFIED", "object": changed})
+        if changed == current or request.params.get("dryRun"):
+            return _json(changed, 200, warnings)
+        if changed.get("spec") != current.get("spec"):
+            changed["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
+        changed["metadata"]["resourceVersion"] = str(next(self._versions))
+        metadata = changed["metadata"]
+        if metadata.get("deletionTimestamp") and not metadata.get("finalizers"):
+            stored.delete()
+            await self._buses[request.resource].put({"type": "DELETED", "object": changed})
+            return _json(changed, 200, warnings)
+        self._store(stored, changed)
+        await self._buses[request.resource].put({"type": "MODIFIED", "object": changed})
         return _json(changed, 200, warnings)
 
     def _remember_apply(self, request: rendering.Request, config: Mapping[str, Any]) -> None:
