@@ -27,6 +27,7 @@ from support.serving import free_port, save_skops
 
 pytestmark = [
     pytest.mark.images,
+    pytest.mark.xdist_group("images"),  # one worker: each image built once per run
     pytest.mark.skipif(shutil.which("buildah") is None or shutil.which("debootstrap") is None,
                        reason="needs buildah and debootstrap (`make tools` installs them)"),
 ]

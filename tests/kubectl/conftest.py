@@ -6,20 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sandbox.serve import _alive, descendants
 from support.kubectl import KUBECTL, ROOT, Kubectl
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`--dist loadgroup`), keep the kubectl tests on one worker, so the
-    sandbox starts once rather than once per worker."""
-    here = Path(__file__).parent
-    for item in items:
-        if here in item.path.parents:
-            item.add_marker(pytest.mark.xdist_group("kubectl"))
 
 
 @pytest.fixture(scope="session")

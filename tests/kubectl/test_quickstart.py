@@ -9,7 +9,8 @@ import time
 import pytest
 from support.kubectl import ROOT, Kubectl
 
-pytestmark = pytest.mark.kubectl
+# one xdist worker for the group: the session sandbox starts once (`--dist loadgroup`)
+pytestmark = [pytest.mark.kubectl, pytest.mark.xdist_group("kubectl")]
 
 
 def quickstart() -> str:

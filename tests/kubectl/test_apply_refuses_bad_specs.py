@@ -13,7 +13,8 @@ import yaml
 from support.kubectl import Kubectl
 from unit.test_bad_specs import BASE, TABLE, Bad
 
-pytestmark = pytest.mark.kubectl
+# one xdist worker for the group: the session sandbox starts once (`--dist loadgroup`)
+pytestmark = [pytest.mark.kubectl, pytest.mark.xdist_group("kubectl")]
 
 REFUSED = [case for case in TABLE if case.layer in ("schema", "cel")]
 
