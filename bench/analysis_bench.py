@@ -38,7 +38,7 @@ import numpy as np
 from scipy.stats import mannwhitneyu, norm
 
 from modelgate.api import default_metrics
-from modelgate.core.analysis import ArmObservation, Decision, Histogram, Observation, judge
+from modelgate.core.analysis import AnalysisDecision, ArmObservation, Histogram, Observation, judge
 from modelgate.core.analysis.checks import exceedance, histogram_quantile
 from modelgate.core.types import (
     DEFAULT_TOLERANCES,
@@ -297,11 +297,11 @@ def _modelgate(spec: AnalysisSpec, stable: ArmCounts, canary: ArmCounts, run: in
         observation = Observation(tick * INTERVAL, cumulative_arm(stable, run, tick),
                                   cumulative_arm(canary, run, tick))
         record = judge(spec, observation, tick * INTERVAL, explain=False)
-        if record.decision is Decision.ROLLBACK:
+        if record.decision is AnalysisDecision.ROLLBACK:
             return Outcome("rollback", tick)
-        if record.decision is Decision.PROMOTE:
+        if record.decision is AnalysisDecision.PROMOTE:
             return Outcome("promote", tick)
-        if record.decision is Decision.INCONCLUSIVE:
+        if record.decision is AnalysisDecision.INCONCLUSIVE:
             return Outcome("none", tick)
     return Outcome("none", None)
 

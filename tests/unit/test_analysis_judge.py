@@ -8,8 +8,8 @@ import math
 import pytest
 
 from modelgate.core.analysis import (
+    AnalysisDecision,
     ArmObservation,
-    Decision,
     Histogram,
     Observation,
     Verdict,
@@ -254,22 +254,22 @@ GOOD_CANARY = arm(100_000, 500, correct=18_300, incorrect=1_700)
 
 def test_all_pass_promotes() -> None:
     record = judge(SPEC, Observation(300, GOOD, GOOD_CANARY), 300)
-    assert record.decision is Decision.PROMOTE
+    assert record.decision is AnalysisDecision.PROMOTE
     assert [m.verdict for m in record.metrics] == [Verdict.PASS, Verdict.PASS]
 
 
 def test_any_fail_rolls_back_and_names_the_metric() -> None:
     bad = dataclasses.replace(GOOD_CANARY, errors=5_000)
     record = judge(SPEC, Observation(300, GOOD, bad), 300)
-    assert record.decision is Decision.ROLLBACK
+    assert record.decision is AnalysisDecision.ROLLBACK
     assert record.reason.startswith("error-rate failed")
 
 
 def test_undecided_continues_until_max_duration_then_is_inconclusive() -> None:
     little = arm(2_000, 10, correct=900, incorrect=100)
-    assert judge(SPEC, Observation(300, little, little), 300).decision is Decision.CONTINUE
+    assert judge(SPEC, Observation(300, little, little), 300).decision is AnalysisDecision.CONTINUE
     late = judge(SPEC, Observation(600, little, little), 600)
-    assert late.decision is Decision.INCONCLUSIVE
+    assert late.decision is AnalysisDecision.INCONCLUSIVE
     assert "within 10m" in late.reason
 
 
@@ -277,19 +277,19 @@ def test_too_little_data_never_rolls_back_even_at_max_duration() -> None:
     trickle = arm(20, 1, correct=2, incorrect=3)
     for elapsed in (30, 300, 600):
         record = judge(SPEC, Observation(elapsed, GOOD, trickle), elapsed)
-        assert record.decision is not Decision.ROLLBACK
+        assert record.decision is not AnalysisDecision.ROLLBACK
         assert {m.verdict for m in record.metrics} == {Verdict.NO_DATA}
 
 
 def test_provider_failure_holds_then_exhausts_its_budget() -> None:
     held = judge(SPEC, None, 300, provider_error="connection refused",
                  consecutive_provider_errors=2)
-    assert held.decision is Decision.CONTINUE
+    assert held.decision is AnalysisDecision.CONTINUE
     assert {m.verdict for m in held.metrics} == {Verdict.ERROR}
     assert "connection refused" in held.metrics[0].reason
     spent = judge(SPEC, None, 300, provider_error="connection refused",
                   consecutive_provider_errors=4)
-    assert spent.decision is Decision.INCONCLUSIVE
+    assert spent.decision is AnalysisDecision.INCONCLUSIVE
     assert "4 times in a row" in spent.reason
 
 
@@ -306,16 +306,16 @@ def test_alpha_is_split_between_statistical_metrics() -> None:
 
 
 @pytest.mark.parametrize(("policy", "decision"), [
-    (OnInconclusive.PAUSE, Decision.INCONCLUSIVE),
-    (OnInconclusive.PROMOTE, Decision.PROMOTE),
-    (OnInconclusive.ROLLBACK, Decision.ROLLBACK),
+    (OnInconclusive.PAUSE, AnalysisDecision.INCONCLUSIVE),
+    (OnInconclusive.PROMOTE, AnalysisDecision.PROMOTE),
+    (OnInconclusive.ROLLBACK, AnalysisDecision.ROLLBACK),
 ])
-def test_inconclusive_policy(policy: OnInconclusive, decision: Decision) -> None:
+def test_inconclusive_policy(policy: OnInconclusive, decision: AnalysisDecision) -> None:
     little = arm(2_000, 10, correct=900, incorrect=100)
     record = judge(SPEC, Observation(600, little, little), 600)
     assert final_decision(record, policy) is decision
     assert final_decision(judge(SPEC, Observation(300, GOOD, GOOD_CANARY), 300),
-                          policy) is Decision.PROMOTE
+                          policy) is AnalysisDecision.PROMOTE
 
 
 @pytest.mark.parametrize("shares", [(0.5, 0.3, 0.2), (0.6, 0.2, 0.1, 0.05, 0.05)])

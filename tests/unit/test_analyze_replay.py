@@ -1,4 +1,4 @@
-"""`modelgate analyze` (DESIGN contract 5): tapes replayed through the judge."""
+"""`modelgate analyze` (docs/architecture.md, contract 5): tapes replayed through the judge."""
 
 from __future__ import annotations
 

@@ -12,12 +12,13 @@ from collections.abc import Mapping
 from modelgate.core.analysis.checks import CHECKS, check_threshold
 from modelgate.core.analysis.observations import Observation
 from modelgate.core.analysis.records import (
+    AnalysisDecision,
     AnalysisRecord,
     ArmValue,
-    Decision,
     MetricRecord,
     Verdict,
 )
+from modelgate.core.durations import format_seconds
 from modelgate.core.types import AnalysisSpec, MetricSpec, MetricType, OnInconclusive
 
 
@@ -52,14 +53,15 @@ def judge(
     failed = [r for r in records if r.verdict is Verdict.FAIL]
     if failed:
         names = ", ".join(r.name for r in failed)
-        return AnalysisRecord(Decision.ROLLBACK, f"{names} failed: {failed[0].reason}",
+        return AnalysisRecord(AnalysisDecision.ROLLBACK, f"{names} failed: {failed[0].reason}",
                               elapsed_seconds, records)
     if records and all(r.verdict is Verdict.PASS for r in records):
-        return AnalysisRecord(Decision.PROMOTE, "every metric is confidently within tolerance",
+        return AnalysisRecord(AnalysisDecision.PROMOTE,
+                              "every metric is confidently within tolerance",
                               elapsed_seconds, records)
     if consecutive_provider_errors > analysis.provider_error_limit:
         return AnalysisRecord(
-            Decision.INCONCLUSIVE,
+            AnalysisDecision.INCONCLUSIVE,
             f"the metric provider failed {consecutive_provider_errors} times in a row, more "
             f"than the {analysis.provider_error_limit} allowed: {provider_error}",
             elapsed_seconds, records)
@@ -67,10 +69,10 @@ def judge(
     waiting = "; ".join(f"{r.name}: {r.reason}" for r in pending[:3])
     if elapsed_seconds >= max_duration:
         return AnalysisRecord(
-            Decision.INCONCLUSIVE,
-            f"no confident verdict within {_duration(max_duration)}; {waiting}",
+            AnalysisDecision.INCONCLUSIVE,
+            f"no confident verdict within {format_seconds(max_duration)}; {waiting}",
             elapsed_seconds, records)
-    return AnalysisRecord(Decision.CONTINUE, f"waiting for evidence; {waiting}",
+    return AnalysisRecord(AnalysisDecision.CONTINUE, f"waiting for evidence; {waiting}",
                           elapsed_seconds, records)
 
 
@@ -93,19 +95,12 @@ def _error(name: str, metric_type: MetricType, why: str) -> MetricRecord:
                         reason=f"the metric provider failed: {why}")
 
 
-def final_decision(record: AnalysisRecord, policy: OnInconclusive) -> Decision:
+def final_decision(record: AnalysisRecord, policy: OnInconclusive) -> AnalysisDecision:
     """What the rollout does with a record: inconclusive turns into the spec's policy
     (pause stays inconclusive, for a person to decide)."""
-    if record.decision is not Decision.INCONCLUSIVE:
+    if record.decision is not AnalysisDecision.INCONCLUSIVE:
         return record.decision
-    return {OnInconclusive.PROMOTE: Decision.PROMOTE,
-            OnInconclusive.ROLLBACK: Decision.ROLLBACK,
-            OnInconclusive.PAUSE: Decision.INCONCLUSIVE}[policy]
+    return {OnInconclusive.PROMOTE: AnalysisDecision.PROMOTE,
+            OnInconclusive.ROLLBACK: AnalysisDecision.ROLLBACK,
+            OnInconclusive.PAUSE: AnalysisDecision.INCONCLUSIVE}[policy]
 
-
-def _duration(seconds: float) -> str:
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds / 3600:g}h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{seconds / 60:g}m"
-    return f"{seconds:g}s"
