@@ -81,7 +81,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "spec.rollout.steps[*]": ("setWeight", "pause", "analysis"),
     "spec.rollout.steps[*].pause": ("duration",),
     "spec.rollout.steps[*].analysis": ("maxDuration",),
-    "spec.analysis": ("interval", "alpha", "minSamples", "maxDuration", "onInconclusive",
+    "spec.analysis": ("interval", "alpha", "beta", "minSamples", "maxDuration", "onInconclusive",
                       "providerErrorLimit", "provider", "metrics"),
     "spec.analysis.provider": ("type", "address", "timeout"),
     "spec.analysis.metrics[*]": ("name", "type", "tolerance", "quantile", "minSamples", "query",
@@ -541,6 +541,8 @@ def _analysis(reader: _Reader, obj: Mapping[str, Any], path: str) -> AnalysisSpe
         interval_seconds=interval,
         alpha=_float(reader.number(obj, "alpha", path, default=defaults.alpha, minimum=0.0,
                                    maximum=0.2, exclusive_minimum=True)),
+        beta=_float(reader.number(obj, "beta", path, default=defaults.beta, minimum=0.0,
+                                  maximum=0.5, exclusive_minimum=True)),
         min_samples=min_samples,
         max_duration_seconds=max_duration,
         on_inconclusive=reader.choice(obj, "onInconclusive", path, OnInconclusive,
@@ -770,6 +772,11 @@ def metric_record_to_status(record: MetricRecord) -> dict[str, Any]:
         "statistic": _finite(record.statistic),
         "effect": _effect(record.effect),
         "requiredSamples": record.required_samples,
+        "secondsToDecision": _finite(record.seconds_to_decision),
+        "resolution": None if record.resolution is None else {
+            "stableBound": record.resolution.stable_bound,
+            "canaryBound": record.resolution.canary_bound,
+            "testedTolerance": record.resolution.tested_tolerance},
         "reason": record.reason,
     }
     return {key: value for key, value in result.items() if value is not None}
@@ -781,5 +788,8 @@ def analysis_record_to_status(record: AnalysisRecord) -> dict[str, Any]:
         "decision": record.decision.value,
         "reason": record.reason,
         "elapsedSeconds": record.elapsed_seconds,
+        **({"canaryRate": _finite(record.canary_rate)} if record.canary_rate is not None
+           else {}),
+        **({"look": record.look, "looks": record.looks} if record.look is not None else {}),
         "metrics": [metric_record_to_status(metric) for metric in record.metrics],
     }

@@ -65,10 +65,12 @@ def replay(spec: ModelDeploymentSpec, scrapes: list[PodScrape]) -> Iterator[dict
     last_t = max(scrape.t for scrape in scrapes)
     ticks = [interval * k for k in range(1, int(last_t // interval) + 1)] or [last_t]
     record = None
+    passed: tuple[str, ...] = ()
     for tick in ticks:
         observation = observe(scrapes, at=tick)
         record = judge(analysis, observation, elapsed_seconds=tick,
-                       custom_values=_no_custom_values(spec))
+                       custom_values=_no_custom_values(spec), passed=passed)
+        passed = record.passed
         status = api.analysis_record_to_status(record)
         yield {"t": tick, **status}
         decision = final_decision(record, analysis.on_inconclusive)

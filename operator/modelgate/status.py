@@ -125,6 +125,7 @@ def state_from_status(status: Mapping[str, Any] | None) -> RolloutState:
                 last_analysis_at=None if last is None else from_time(last),
                 provider_errors=int(canary_data.get("providerErrors", 0)),
                 window=_window(canary_data.get("window")),
+                passed=tuple(str(name) for name in canary_data.get("passed") or ()),
             )
         rejected = tuple(
             Rejection(model_hash=str(item["modelHash"]), version=str(item["version"]),
@@ -189,6 +190,7 @@ def status_from_state(state: RolloutState, record: Any = None,
             else to_time(canary.last_analysis_at),
             "providerErrors": canary.provider_errors,
             "window": canary.window.to_json(),
+            "passed": list(canary.passed),
         }
     return {
         "phase": state.phase.value,

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from modelgate.core import steps as program
 from modelgate.core.analysis import AnalysisRecord, Decision, PodScrape, Role, Verdict, judge
+from modelgate.core.analysis.checks import duration_words
 from modelgate.core.analysis.observations import MODEL_INFO, REQUESTS
 from modelgate.core.manifests import model_hash
 from modelgate.core.state import (
@@ -296,8 +297,10 @@ class _Tick:
                        window.observation(t) if scrape.error is None else None, t,
                        max_duration_seconds=gate_deadline, provider_error=scrape.error,
                        consecutive_provider_errors=errors,
-                       custom_values=None)
+                       custom_values=None, passed=canary.passed)
         self.record = record
+        if record.passed != canary.passed:
+            self.set_canary(passed=record.passed)
         if record.decision is Decision.ROLLBACK:
             if self.spec.rollout.on_failure is OnFailure.PAUSE:
                 self.hold(f"held for a person (onFailure: pause): {record.reason}")
@@ -307,7 +310,7 @@ class _Tick:
         if record.decision is Decision.INCONCLUSIVE:
             policy = self.spec.analysis.on_inconclusive
             why = f"the analysis is inconclusive: {record.reason}"
-            if policy is OnInconclusive.ROLLBACK:
+            if policy is OnInconclusive.ROLLBACK and not record.starved:
                 self.roll_back(f"{why} (onInconclusive: rollback)", Outcome.ROLLED_BACK)
                 return True
             if policy is OnInconclusive.PROMOTE:
@@ -407,12 +410,12 @@ class _Tick:
     def _analysis_summary(self) -> str:
         """The last analysis in a few words (this tick's, or the one kept in status)."""
         if self.record is not None:
-            metrics = [(m.name, m.verdict.value, m.required_samples, m.canary.samples)
-                       for m in self.record.metrics]
+            metrics = [(m.name, m.verdict.value, m.required_samples, m.canary.samples,
+                        m.seconds_to_decision) for m in self.record.metrics]
         elif self.state.analysis and self.state.canary is not None and \
                 self.state.canary.last_analysis_at is not None:
             metrics = [(str(m.get("name")), str(m.get("verdict")), m.get("requiredSamples"),
-                        (m.get("canary") or {}).get("samples", 0))
+                        (m.get("canary") or {}).get("samples", 0), m.get("secondsToDecision"))
                        for m in self.state.analysis.get("metrics", [])]
         else:
             return ""
@@ -506,7 +509,11 @@ def _serves(scrape: PodScrape, version: str) -> bool:
     return True
 
 
-def _needs(name: str, verdict: str, required: int | None, samples: int) -> str:
+def _needs(name: str, verdict: str, required: int | None, samples: int,
+           seconds: float | None) -> str:
+    if required and seconds is not None:
+        return (f"{name}: {verdict}, a verdict in about {duration_words(seconds)} at the "
+                f"current traffic (about {required} more canary samples; has {samples})")
     if required:
         return f"{name}: {verdict}, needs about {required} more canary samples (has {samples})"
     return f"{name}: {verdict}"
