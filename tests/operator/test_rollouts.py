@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from sandbox import Sandbox
 from support.rollouts import deploy, eventually, healthy, phase, serving_pods
@@ -70,7 +68,7 @@ def test_a_bad_canary_is_rolled_back_and_status_names_the_failing_metric(
     # traffic is back on stable, the canary is gone, and the version is not retried
     eventually(lambda: f"{name}-canary" not in sandbox.deployments(),
                what="the canary Deployment deleted")
-    time.sleep(3)
+    sandbox.wait_ticks(3)
     assert sandbox.status(name)["phase"] == "RolledBack"
     assert sandbox.event_reasons(name).count("RolloutStarted") == 1
     assert sandbox.kubelet.ready_endpoints({"app.kubernetes.io/instance": name,
@@ -106,8 +104,13 @@ def test_low_traffic_holds_the_rollout_and_status_says_how_many_samples_are_need
     sandbox.set_model(name, "v2")
     sandbox.wait(name, lambda s: (s.get("canary") or {}).get("stepIndex", 0) >= 3,
                  timeout=60, what="the analysis gate")
-    time.sleep(8)  # four analysis intervals at a few requests a minute
+    judged: set[str] = set()
 
+    def four_more_analyses() -> bool:
+        judged.add((sandbox.status(name).get("analysis") or {}).get("time", ""))
+        return len(judged) > 4
+
+    eventually(four_more_analyses, timeout=60, what="four analyses at a few requests a minute")
     status = sandbox.status(name)
     assert status["phase"] == "Progressing"
     assert status["analysis"]["decision"] == "continue"

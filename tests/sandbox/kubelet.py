@@ -27,6 +27,11 @@ from kubernetes import client
 
 MERGE = "application/merge-patch+json"
 SERVE = str(Path(sys.executable).with_name("modelgate-serve"))
+PROBE_TIMEOUT = 1.0
+"""Seconds a readiness probe may take (a kubelet's default timeoutSeconds)."""
+PROBE_FAILURES = 3
+"""Failed probes in a row that make a ready pod unready (a kubelet's default
+failureThreshold): one slow answer on a busy machine does not take a pod out of service."""
 
 
 @dataclass
@@ -39,6 +44,7 @@ class PodProcess:
     process: subprocess.Popen[bytes]
     ready: bool = False
     restarts: int = 0
+    failed_probes: int = 0
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -88,7 +94,11 @@ class Kubelet:
         for deployment in deployments:
             name = deployment["metadata"]["name"]
             alive.add(name)
-            self._reconcile(deployment, self.pods.setdefault(name, []))
+            try:
+                self._reconcile(deployment, self.pods.setdefault(name, []))
+            except client.exceptions.ApiException as exc:
+                # one Deployment deleted under our feet must not stall every other one
+                self.errors.append(f"{name}: {exc.status} {exc.reason}")
         for name in list(self.pods):
             if name not in alive:  # the Deployment was deleted: so are its pods
                 for pod in self.pods.pop(name):
@@ -167,14 +177,16 @@ class Kubelet:
         if pod.process.poll() is not None:  # crashed: restart it, as a kubelet would
             pod.restarts += 1
             pod.process = self._spawn(pod.name, pod.env)
-            ready = False
+            pod.failed_probes = PROBE_FAILURES
         else:
             try:
                 answer = self.session.get(f"http://{pod.ip}:{pod.port}/v2/health/ready",
-                                          timeout=0.5)
-                ready = answer.status_code == 200
+                                          timeout=PROBE_TIMEOUT)
+                passed = answer.status_code == 200
             except requests.RequestException:
-                ready = False
+                passed = False
+            pod.failed_probes = 0 if passed else pod.failed_probes + 1
+        ready = pod.failed_probes == 0 or (pod.ready and pod.failed_probes < PROBE_FAILURES)
         if ready != pod.ready:
             pod.ready = ready
             self.core.patch_namespaced_pod_status(pod.name, self.namespace, {"status": {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sandbox import Sandbox
+from sandbox import TIMEOUT_SCALE, Sandbox
 
 
 def healthy(version: str) -> Any:
@@ -24,7 +24,9 @@ def phase(expected: str) -> Any:
 
 
 def eventually(check: Any, timeout: float = 10, what: str = "") -> Any:
-    """Poll `check()` until it returns something true; fail after `timeout` seconds."""
+    """Poll `check()` until it returns something true; fail after `timeout` seconds (times
+    the sandbox's TIMEOUT_SCALE)."""
+    timeout *= TIMEOUT_SCALE
     deadline = time.monotonic() + timeout
     while True:
         result = check()
