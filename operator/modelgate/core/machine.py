@@ -512,8 +512,9 @@ def _serves(scrape: PodScrape, version: str) -> bool:
 def _needs(name: str, verdict: str, required: int | None, samples: int,
            seconds: float | None) -> str:
     if required and seconds is not None:
-        return (f"{name}: {verdict}, a verdict in about {duration_words(seconds)} at the "
-                f"current traffic (about {required} more canary samples; has {samples})")
+        return (f"{name}: {verdict}, needs about {required} more canary samples (has "
+                f"{samples}): a verdict in about {duration_words(seconds)} at the current "
+                "traffic")
     if required:
         return f"{name}: {verdict}, needs about {required} more canary samples (has {samples})"
     return f"{name}: {verdict}"
