@@ -382,7 +382,7 @@ def check_latency(metric: MetricSpec, stable: ArmObservation, canary: ArmObserva
         difference = canary_above / n_c - stable_above / n_s
         pooled = _adjusted(stable_above + canary_above, n_s + n_c)
         null_error = math.sqrt(pooled * (1 - pooled) * (1 / n_s + 1 / n_c))
-        # within tolerance: the worst (largest) margin over both choices of b
+        # within tolerance: canary's share above B against stable's above b, with its margin
         margin = -math.inf
         for low_bound, high_bound in pairs:
             s_above = count_above(stable.latency, low_bound, at_least=False) * m
@@ -423,9 +423,9 @@ def check_latency(metric: MetricSpec, stable: ArmObservation, canary: ArmObserva
             return (f"stable's {label} lies below the smallest latency bucket, so it cannot "
                     "be compared; the server's buckets start too high")
         if resolution is None:
-            return (f"{values}: no bucket bound within +{tolerance:.0%} above "
-                    f"{_ms(pairs[0][0] if pairs else None)}; the buckets are too coarse to "
-                    "judge this tolerance")
+            low = around.low if isinstance(around, _Bounds) else None
+            return (f"{values}: no bucket bound within +{tolerance:.0%} above {_ms(low)}; "
+                    "the buckets are too coarse to judge this tolerance")
         assert tested.interval is not None
         at = (f"at bucket bounds {_ms(resolution.stable_bound)} and "
               f"{_ms(resolution.canary_bound)} (tested tolerance "
