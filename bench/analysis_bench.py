@@ -58,8 +58,8 @@ from scipy.stats import mannwhitneyu, norm
 
 from modelgate.api import default_metrics
 from modelgate.core.analysis import (
+    AnalysisDecision,
     ArmObservation,
-    Decision,
     Histogram,
     Observation,
     final_decision,
@@ -424,12 +424,12 @@ def _modelgate(spec: AnalysisSpec, program: Program, stable: ArmCounts, canary: 
         record = judge(spec, observation, tick * INTERVAL, explain=last, passed=passed)
         passed = record.passed
         decision = final_decision(record, spec.on_inconclusive)
-        if decision is Decision.ROLLBACK:
+        if decision is AnalysisDecision.ROLLBACK:
             return Outcome("rollback", tick), record.reason
-        if decision is Decision.PROMOTE and (tick >= program.gate
-                                             or record.decision is not Decision.PROMOTE):
+        if decision is AnalysisDecision.PROMOTE and (tick >= program.gate
+                                             or record.decision is not AnalysisDecision.PROMOTE):
             return Outcome("promote", tick), record.reason
-        if record.decision is Decision.INCONCLUSIVE:
+        if record.decision is AnalysisDecision.INCONCLUSIVE:
             return Outcome("none", tick), record.reason
     assert record is not None
     return Outcome("none", None), record.reason

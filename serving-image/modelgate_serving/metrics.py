@@ -1,4 +1,4 @@
-"""The serving metrics of DESIGN contract 4, labelled by model and version.
+"""The serving metrics of docs/architecture.md, contract 4, labelled by model and version.
 
 Only inference requests (V2 infer, V1 predict) count in requests and latency: probes, scrapes
 and feedback would dilute a canary's error rate. Feedback is labelled with the version that

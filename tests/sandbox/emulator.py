@@ -1,7 +1,7 @@
 """An emulated Kubernetes API server: kmock's KubernetesEmulator plus the shim kopf needs.
 
 kmock 0.8 stores objects and streams watch events, but leaves out what a real API server
-adds (see ../shared TESTING.md, "kmock 0.8 with kopf 1.45.2"). This shim owns the writes
+adds, and bare kmock does not work with kopf 1.45.2. This shim owns the writes
 (create, patch, delete) and fixes the reads the operator and kubectl-like clients use:
 
 - create: uid, resourceVersion, creationTimestamp, generation, apiVersion/kind, the URL's

@@ -1,6 +1,7 @@
 """Serving-pod metrics as Prometheus text, written by prometheus_client, for tapes and scrapes.
 
-Names and labels follow DESIGN contract 4, so these stand in for a real modelgate-serve pod.
+Names and labels follow docs/architecture.md, contract 4, so these stand in for a real
+modelgate-serve pod.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ import math
 import pytest
 
 from modelgate.core.analysis import (
+    AnalysisDecision,
     ArmObservation,
-    Decision,
     Histogram,
     Observation,
     Verdict,
@@ -320,22 +320,22 @@ GOOD_CANARY = arm(100_000, 500, correct=18_300, incorrect=1_700)
 
 def test_all_pass_promotes() -> None:
     record = judge(SPEC, Observation(300, GOOD, GOOD_CANARY), 300)
-    assert record.decision is Decision.PROMOTE
+    assert record.decision is AnalysisDecision.PROMOTE
     assert [m.verdict for m in record.metrics] == [Verdict.PASS, Verdict.PASS]
 
 
 def test_any_fail_rolls_back_and_names_the_metric() -> None:
     bad = dataclasses.replace(GOOD_CANARY, errors=5_000)
     record = judge(SPEC, Observation(300, GOOD, bad), 300)
-    assert record.decision is Decision.ROLLBACK
+    assert record.decision is AnalysisDecision.ROLLBACK
     assert record.reason.startswith("error-rate failed")
 
 
 def test_undecided_continues_until_max_duration_then_is_inconclusive() -> None:
     little = arm(2_000, 10, correct=900, incorrect=100)
-    assert judge(SPEC, Observation(300, little, little), 300).decision is Decision.CONTINUE
+    assert judge(SPEC, Observation(300, little, little), 300).decision is AnalysisDecision.CONTINUE
     late = judge(SPEC, Observation(600, little, little), 600)
-    assert late.decision is Decision.INCONCLUSIVE
+    assert late.decision is AnalysisDecision.INCONCLUSIVE
     assert "within 10m" in late.reason
 
 
@@ -343,19 +343,19 @@ def test_too_little_data_never_rolls_back_even_at_max_duration() -> None:
     trickle = arm(20, 1, correct=2, incorrect=3)
     for elapsed in (30, 300, 600):
         record = judge(SPEC, Observation(elapsed, GOOD, trickle), elapsed)
-        assert record.decision is not Decision.ROLLBACK
+        assert record.decision is not AnalysisDecision.ROLLBACK
         assert {m.verdict for m in record.metrics} == {Verdict.NO_DATA}
 
 
 def test_provider_failure_holds_then_exhausts_its_budget() -> None:
     held = judge(SPEC, None, 300, provider_error="connection refused",
                  consecutive_provider_errors=2)
-    assert held.decision is Decision.CONTINUE
+    assert held.decision is AnalysisDecision.CONTINUE
     assert {m.verdict for m in held.metrics} == {Verdict.ERROR}
     assert "connection refused" in held.metrics[0].reason
     spent = judge(SPEC, None, 300, provider_error="connection refused",
                   consecutive_provider_errors=4)
-    assert spent.decision is Decision.INCONCLUSIVE
+    assert spent.decision is AnalysisDecision.INCONCLUSIVE
     assert "4 times in a row" in spent.reason
 
 
@@ -388,24 +388,24 @@ def test_the_record_states_the_plan_and_the_canary_traffic() -> None:
 
 
 @pytest.mark.parametrize(("policy", "decision"), [
-    (OnInconclusive.PAUSE, Decision.INCONCLUSIVE),
-    (OnInconclusive.PROMOTE, Decision.PROMOTE),
-    (OnInconclusive.ROLLBACK, Decision.ROLLBACK),
+    (OnInconclusive.PAUSE, AnalysisDecision.INCONCLUSIVE),
+    (OnInconclusive.PROMOTE, AnalysisDecision.PROMOTE),
+    (OnInconclusive.ROLLBACK, AnalysisDecision.ROLLBACK),
 ])
-def test_inconclusive_policy(policy: OnInconclusive, decision: Decision) -> None:
+def test_inconclusive_policy(policy: OnInconclusive, decision: AnalysisDecision) -> None:
     little = arm(2_000, 10, correct=900, incorrect=100)
     record = judge(SPEC, Observation(600, little, little), 600)
     assert final_decision(record, policy) is decision
     assert final_decision(judge(SPEC, Observation(300, GOOD, GOOD_CANARY), 300),
-                          policy) is Decision.PROMOTE
+                          policy) is AnalysisDecision.PROMOTE
 
 
 def test_no_traffic_to_the_canary_never_rolls_back_and_says_what_is_needed() -> None:
     rollback = dataclasses.replace(SPEC, on_inconclusive=OnInconclusive.ROLLBACK)
     record = judge(rollback, Observation(600, GOOD, arm()), 600)
-    assert record.decision is Decision.INCONCLUSIVE
+    assert record.decision is AnalysisDecision.INCONCLUSIVE
     assert record.starved
-    assert final_decision(record, OnInconclusive.ROLLBACK) is Decision.INCONCLUSIVE
+    assert final_decision(record, OnInconclusive.ROLLBACK) is AnalysisDecision.INCONCLUSIVE
     assert "the canary has received no requests in 10 minutes" in record.reason
     assert "never rolled back for it" in record.reason
     assert "needs at least 100 requests" in record.reason
@@ -415,7 +415,7 @@ def test_no_traffic_to_the_canary_never_rolls_back_and_says_what_is_needed() -> 
 def test_every_undecided_metric_of_an_inconclusive_record_says_how_long_it_needs() -> None:
     little = arm(2_000, 10, correct=900, incorrect=100)
     record = judge(SPEC, Observation(600, little, little), 600)
-    assert record.decision is Decision.INCONCLUSIVE
+    assert record.decision is AnalysisDecision.INCONCLUSIVE
     for metric in record.metrics:
         assert metric.seconds_to_decision is not None
         assert "req/s to the canary" in metric.reason
@@ -427,13 +427,13 @@ def test_a_pass_stands_at_later_looks() -> None:
     undecided = arm(2_000, 10, correct=18_300, incorrect=1_700)
     fresh = judge(SPEC, Observation(300, GOOD, undecided), 300)
     assert fresh.metric("error-rate").verdict is Verdict.CONTINUE
-    assert fresh.decision is Decision.CONTINUE
+    assert fresh.decision is AnalysisDecision.CONTINUE
     record = judge(SPEC, Observation(300, GOOD, undecided), 300, passed=("error-rate",))
     assert record.metric("error-rate").verdict is Verdict.PASS
     assert "passed at an earlier look" in record.metric("error-rate").reason
-    assert record.decision is Decision.PROMOTE
+    assert record.decision is AnalysisDecision.PROMOTE
     assert record.passed == ("error-rate", "accuracy")
     # ...but a metric that passed still rolls back when it proves worse than stable
     worse = arm(100_000, 5_000, correct=18_300, incorrect=1_700)
     assert judge(SPEC, Observation(300, GOOD, worse), 300,
-                 passed=("error-rate",)).decision is Decision.ROLLBACK
+                 passed=("error-rate",)).decision is AnalysisDecision.ROLLBACK

@@ -1,4 +1,4 @@
-"""`modelgate analyze` (DESIGN contract 5): tapes replayed through the judge."""
+"""`modelgate analyze` (docs/architecture.md, contract 5): tapes replayed through the judge."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from support import crd
 from support.tapes import Arm, make_tape
 
-from modelgate import api, cli
+from modelgate import api, cli, status
 
 MINIMAL = crd.ROOT / "manifests" / "examples" / "minimal.yaml"
 
@@ -161,7 +161,7 @@ def test_every_field_of_a_decision_record_is_declared_so_none_is_pruned() -> Non
                             classes={"a": 400, "b": 200})
     record = judge(AnalysisSpec(metrics=api.default_metrics(100)),
                    Observation(300, stable, canary, since=0), 300)
-    written = api.analysis_record_to_status(record)
+    written = status.analysis_record_to_status(record)
     assert "secondsToDecision" in json.dumps(written)
     assert "resolution" in json.dumps(written)
     status_schema = crd._json_schema()["properties"]["status"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from support.cluster import FakeCluster
 
 from modelgate import status
 from modelgate.core.analysis import PodScrape, Role, Sample, Window, fold, observe
@@ -108,30 +109,15 @@ def test_status_written_as_merge_patches_over_an_older_status_reads_back_the_new
     assert status.state_from_status(patched) == newer
 
 
-class _FakeCluster:
-    def __init__(self) -> None:
-        self.events: list[str] = []
-        self.status_writes = 0
-
-    def get_deployment(self, namespace: str, name: str) -> None:
-        return None
-
-    def post_event(self, body: object, reason: str, message: str, *, warning: bool) -> None:
-        self.events.append(reason)
-
-    def patch_status(self, namespace: str, name: str, new_status: object) -> None:
-        self.status_writes += 1
-
-
 def test_an_unreadable_status_holds_everything_and_writes_nothing() -> None:
-    from modelgate.handlers.reconcile import reconcile
+    from modelgate.reconcile import reconcile
     from modelgate.settings import OperatorSettings
 
-    cluster = _FakeCluster()
+    cluster = FakeCluster()
     body = {"metadata": {"name": "iris", "namespace": "ml", "generation": 2},
             "spec": {"model": {"version": "v2", "uri": "file:///m"}},
             "status": {"stable": {"version": "v1", "uri": "file:///v1", "since": "garbage"}}}
-    result = reconcile(cluster, OperatorSettings(), body, now=5000.0)  # type: ignore[arg-type]
+    result = reconcile(cluster, OperatorSettings(), body, now=5000.0)
     assert result.status is None
-    assert cluster.status_writes == 0
+    assert cluster.statuses == []
     assert cluster.events == ["StatusUnreadable"]

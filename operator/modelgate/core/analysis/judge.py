@@ -21,13 +21,14 @@ from dataclasses import replace
 from modelgate.core.analysis.checks import CHECKS, Design, check_threshold, duration_words
 from modelgate.core.analysis.observations import Observation
 from modelgate.core.analysis.records import (
+    AnalysisDecision,
     AnalysisRecord,
     ArmValue,
-    Decision,
     MetricRecord,
     Verdict,
 )
 from modelgate.core.analysis.sequential import Plan
+from modelgate.core.durations import format_seconds
 from modelgate.core.types import AnalysisSpec, MetricSpec, MetricType, OnInconclusive
 
 
@@ -71,7 +72,7 @@ def judge(
             if observation is not None and window > 0 else None)
     starved = any(r.verdict is Verdict.NO_DATA for r in records)
 
-    def record(decision: Decision, reason: str) -> AnalysisRecord:
+    def record(decision: AnalysisDecision, reason: str) -> AnalysisRecord:
         return AnalysisRecord(decision, reason, elapsed_seconds, records, canary_rate=rate,
                               look=plan.look, looks=plan.looks, starved=starved,
                               passed=passed_now)
@@ -79,12 +80,12 @@ def judge(
     failed = [r for r in records if r.verdict is Verdict.FAIL]
     if failed:
         names = ", ".join(r.name for r in failed)
-        return record(Decision.ROLLBACK, f"{names} failed: {failed[0].reason}")
+        return record(AnalysisDecision.ROLLBACK, f"{names} failed: {failed[0].reason}")
     if records and all(r.verdict is Verdict.PASS for r in records):
-        return record(Decision.PROMOTE, "every metric is confidently within tolerance")
+        return record(AnalysisDecision.PROMOTE, "every metric is confidently within tolerance")
     if consecutive_provider_errors > analysis.provider_error_limit:
         return record(
-            Decision.INCONCLUSIVE,
+            AnalysisDecision.INCONCLUSIVE,
             f"the metric provider failed {consecutive_provider_errors} times in a row, more "
             f"than the {analysis.provider_error_limit} allowed: {provider_error}")
     pending = [r for r in records if r.verdict is not Verdict.PASS]
@@ -99,12 +100,12 @@ def judge(
     if elapsed_seconds >= max_duration:
         if starved:
             return record(
-                Decision.INCONCLUSIVE,
-                f"no confident verdict within {_duration(max_duration)}, with too little "
+                AnalysisDecision.INCONCLUSIVE,
+                f"no confident verdict within {format_seconds(max_duration)}, with too little "
                 f"data to judge, so onInconclusive: rollback does not apply; {waiting}")
-        return record(Decision.INCONCLUSIVE,
-                      f"no confident verdict within {_duration(max_duration)}; {waiting}")
-    return record(Decision.CONTINUE, f"waiting for evidence; {waiting}")
+        return record(AnalysisDecision.INCONCLUSIVE,
+                      f"no confident verdict within {format_seconds(max_duration)}; {waiting}")
+    return record(AnalysisDecision.CONTINUE, f"waiting for evidence; {waiting}")
 
 
 def _check(metric: MetricSpec, observation: Observation | None, design: Design,
@@ -138,22 +139,15 @@ def _error(name: str, metric_type: MetricType, why: str) -> MetricRecord:
                         reason=f"the metric provider failed: {why}")
 
 
-def final_decision(record: AnalysisRecord, policy: OnInconclusive) -> Decision:
+def final_decision(record: AnalysisRecord, policy: OnInconclusive) -> AnalysisDecision:
     """What the rollout does with a record: inconclusive turns into the spec's policy
     (pause stays inconclusive, for a person to decide), except that too little data never
     rolls back: it stays inconclusive, for a person."""
-    if record.decision is not Decision.INCONCLUSIVE:
+    if record.decision is not AnalysisDecision.INCONCLUSIVE:
         return record.decision
     if record.starved and policy is OnInconclusive.ROLLBACK:
-        return Decision.INCONCLUSIVE
-    return {OnInconclusive.PROMOTE: Decision.PROMOTE,
-            OnInconclusive.ROLLBACK: Decision.ROLLBACK,
-            OnInconclusive.PAUSE: Decision.INCONCLUSIVE}[policy]
+        return AnalysisDecision.INCONCLUSIVE
+    return {OnInconclusive.PROMOTE: AnalysisDecision.PROMOTE,
+            OnInconclusive.ROLLBACK: AnalysisDecision.ROLLBACK,
+            OnInconclusive.PAUSE: AnalysisDecision.INCONCLUSIVE}[policy]
 
-
-def _duration(seconds: float) -> str:
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds / 3600:g}h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{seconds / 60:g}m"
-    return f"{seconds:g}s"

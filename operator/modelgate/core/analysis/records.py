@@ -24,7 +24,7 @@ class Verdict(str, Enum):
     """The metric provider failed; holds, counted against the provider's error budget."""
 
 
-class Decision(str, Enum):
+class AnalysisDecision(str, Enum):
     """What the analysis as a whole concluded."""
 
     PROMOTE = "promote"
@@ -89,7 +89,7 @@ class MetricRecord:
 class AnalysisRecord:
     """The judge's decision with one record per metric."""
 
-    decision: Decision
+    decision: AnalysisDecision
     reason: str
     elapsed_seconds: float
     metrics: tuple[MetricRecord, ...]
