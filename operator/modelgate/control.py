@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelgate import control_annotations
+from modelgate.core.analysis.checks import duration_words
 from modelgate.k8s import ApiException, Cluster, load_config
 
 VERBS = {
@@ -114,6 +115,13 @@ def _summary(body: Mapping[str, Any], detail: bool = False) -> str:
                          f"{_number(stable_arm.get('value'))} (n={stable_arm.get('samples', 0)})"
                          f"  canary {_number(canary_arm.get('value'))} "
                          f"(n={canary_arm.get('samples', 0)})")
+            seconds = metric.get("secondsToDecision")
+            if metric.get("verdict") in ("continue", "no-data") and seconds is not None:
+                rate = analysis.get("canaryRate")
+                at = f" at {rate:.2g} req/s to the canary" if rate is not None else ""
+                lines.append(f"      a verdict in about {duration_words(float(seconds))} more"
+                             f"{at} (about {metric.get('requiredSamples')} more canary "
+                             "samples)")
     for entry in (current.get("history") or [])[-5:]:
         lines.append(f"  {entry.get('at')}: {entry.get('version')} {entry.get('outcome')}: "
                      f"{entry.get('reason')}")

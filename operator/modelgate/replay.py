@@ -73,12 +73,14 @@ def replay(spec: ModelDeploymentSpec, scrapes: list[PodScrape]) -> Iterator[dict
     last_t = max(scrape.t for scrape in scrapes)
     ticks = [interval * k for k in range(1, int(last_t // interval) + 1)] or [last_t]
     record = None
+    passed: tuple[str, ...] = ()
     for tick in ticks:
         observation = observe(scrapes, at=tick)
         record = judge(analysis, observation, elapsed_seconds=tick,
                        # a tape holds the pods' own metrics only: a Prometheus query cannot
                        # be replayed from it, so those metrics report no data (and hold)
-                       custom_values=custom_values(analysis, {}))
+                       custom_values=custom_values(analysis, {}), passed=passed)
+        passed = record.passed
         status = analysis_record_to_status(record)
         yield {"t": tick, **status}
         decision = final_decision(record, analysis.on_inconclusive)

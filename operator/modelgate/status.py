@@ -84,6 +84,7 @@ def state_from_status(status: Mapping[str, Any] | None) -> RolloutState:
                 last_analysis_at=None if last is None else from_time(last),
                 provider_errors=int(canary_data.get("providerErrors", 0)),
                 window=_window(canary_data.get("window")),
+                passed=tuple(str(name) for name in canary_data.get("passed") or ()),
             )
         rejected = tuple(
             Rejection(model_hash=str(item["modelHash"]), version=str(item["version"]),
@@ -148,6 +149,7 @@ def status_from_state(state: RolloutState, record: AnalysisRecord | None = None,
             else to_time(canary.last_analysis_at),
             "providerErrors": canary.provider_errors,
             "window": canary.window.to_json(),
+            "passed": list(canary.passed),
         }
     return {
         "phase": state.phase.value,
@@ -201,6 +203,11 @@ def metric_record_to_status(record: MetricRecord) -> dict[str, Any]:
         "statistic": _finite(record.statistic),
         "effect": _effect(record.effect),
         "requiredSamples": record.required_samples,
+        "secondsToDecision": _finite(record.seconds_to_decision),
+        "resolution": None if record.resolution is None else {
+            "stableBound": record.resolution.stable_bound,
+            "canaryBound": record.resolution.canary_bound,
+            "testedTolerance": record.resolution.tested_tolerance},
         "reason": record.reason,
     }
     return {key: value for key, value in result.items() if value is not None}
@@ -212,5 +219,8 @@ def analysis_record_to_status(record: AnalysisRecord) -> dict[str, Any]:
         "decision": record.decision.value,
         "reason": record.reason,
         "elapsedSeconds": record.elapsed_seconds,
+        **({"canaryRate": _finite(record.canary_rate)} if record.canary_rate is not None
+           else {}),
+        **({"look": record.look, "looks": record.looks} if record.look is not None else {}),
         "metrics": [metric_record_to_status(metric) for metric in record.metrics],
     }

@@ -73,7 +73,7 @@ def test_status_round_trips_a_rollout_in_flight() -> None:
         canary=CanaryState(model=model, started_at=2000.0, step_index=2, step_started_at=2010.0,
                            desired_weight=50, weight=50, held="why", paused=True,
                            last_analysis_at=2020.0, provider_errors=1,
-                           window=fold(TAPE, at=30)),
+                           window=fold(TAPE, at=30), passed=("error-rate",)),
         rejected=(Rejection(model_hash="h", version="v0", sha256=None, reason="r", at=900.0),),
         history=(HistoryEntry(version="v1", outcome=Outcome.PROMOTED, reason="ok", at=990.0),),
         conditions=(Condition(type="Ready", status="True", reason="Available", message="x",

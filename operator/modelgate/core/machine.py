@@ -21,6 +21,7 @@ from modelgate.core.analysis import (
     final_decision,
     judge,
 )
+from modelgate.core.analysis.checks import duration_words
 from modelgate.core.analysis.observations import MODEL_INFO, REQUESTS, custom_values
 from modelgate.core.durations import format_seconds
 from modelgate.core.manifests import model_hash
@@ -327,8 +328,11 @@ class _Tick:
                        max_duration_seconds=gate_deadline, provider_error=scrape.error,
                        consecutive_provider_errors=errors,
                        custom_values=None if scrape.error is not None
-                       else custom_values(self.spec.analysis, scrape.custom_values))
+                       else custom_values(self.spec.analysis, scrape.custom_values),
+                       passed=canary.passed)
         self.record = record
+        if record.passed != canary.passed:
+            self.put_canary(replace(self.running_canary(), passed=record.passed))
         if record.decision is AnalysisDecision.ROLLBACK:
             if self.spec.rollout.on_failure is OnFailure.PAUSE:
                 self.hold(f"held for a person (onFailure: pause): {record.reason}")
@@ -413,12 +417,12 @@ class _Tick:
     def _analysis_summary(self) -> str:
         """The last analysis in a few words (this tick's, or the one kept in status)."""
         if self.record is not None:
-            metrics = [(m.name, m.verdict.value, m.required_samples, m.canary.samples)
-                       for m in self.record.metrics]
+            metrics = [(m.name, m.verdict.value, m.required_samples, m.canary.samples,
+                        m.seconds_to_decision) for m in self.record.metrics]
         elif self.state.analysis and self.state.canary is not None and \
                 self.state.canary.last_analysis_at is not None:
             metrics = [(str(m.get("name")), str(m.get("verdict")), m.get("requiredSamples"),
-                        (m.get("canary") or {}).get("samples", 0))
+                        (m.get("canary") or {}).get("samples", 0), m.get("secondsToDecision"))
                        for m in self.state.analysis.get("metrics", [])]
         else:
             return ""
@@ -553,7 +557,12 @@ def _serves(scrape: PodScrape, version: str) -> bool:
     return True
 
 
-def _needs(name: str, verdict: str, required: int | None, samples: int) -> str:
+def _needs(name: str, verdict: str, required: int | None, samples: int,
+           seconds: float | None) -> str:
+    if required and seconds is not None:
+        return (f"{name}: {verdict}, needs about {required} more canary samples (has "
+                f"{samples}): a verdict in about {duration_words(seconds)} at the current "
+                "traffic")
     if required:
         return f"{name}: {verdict}, needs about {required} more canary samples (has {samples})"
     return f"{name}: {verdict}"

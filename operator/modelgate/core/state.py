@@ -59,6 +59,8 @@ class CanaryState:
     last_analysis_at: float | None = None
     provider_errors: int = 0
     window: Window = field(default_factory=Window)
+    passed: tuple[str, ...] = ()
+    """Metrics that passed at some look of this analysis (a pass stands; see judge)."""
 
 
 @dataclass(frozen=True)

@@ -257,6 +257,9 @@ class AnalysisSpec:
     metrics: tuple[MetricSpec, ...]
     interval_seconds: float = 30.0
     alpha: float = 0.01
+    """Largest chance of rolling back a canary as good as stable, over the whole analysis."""
+    beta: float = 0.05
+    """Largest chance of promoting a canary worse than stable by a metric's tolerance."""
     min_samples: int = 100
     max_duration_seconds: float = 1800.0
     on_inconclusive: OnInconclusive = OnInconclusive.PAUSE

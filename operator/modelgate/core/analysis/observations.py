@@ -114,6 +114,12 @@ class Observation:
     t: float
     stable: ArmObservation
     canary: ArmObservation
+    since: float = 0.0
+    """Seconds since the canary started at which the window began (both arms scraped)."""
+
+    @property
+    def window_seconds(self) -> float:
+        return max(self.t - self.since, 0.0)
 
     def arm(self, role: Role) -> ArmObservation:
         return self.stable if role is Role.STABLE else self.canary
