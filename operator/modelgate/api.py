@@ -16,8 +16,7 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any, TypeVar
 
-from modelgate.core.analysis.records import AnalysisRecord, MetricRecord
-from modelgate.core.analysis.sequential import Interval
+from modelgate.core.durations import DURATION_RE, parse_duration
 from modelgate.core.types import (
     DEFAULT_LATENCY_QUANTILE,
     DEFAULT_TOLERANCES,
@@ -48,11 +47,6 @@ from modelgate.core.types import (
     ThresholdRange,
 )
 
-GROUP = "modelgate.dev"
-VERSION = "v1alpha1"
-KIND = "ModelDeployment"
-PLURAL = "modeldeployments"
-
 MAX_NAME_LENGTH = 52
 """Children are named <name>-stable / <name>-canary and must fit a 63-character label."""
 
@@ -81,7 +75,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "spec.rollout.steps[*]": ("setWeight", "pause", "analysis"),
     "spec.rollout.steps[*].pause": ("duration",),
     "spec.rollout.steps[*].analysis": ("maxDuration",),
-    "spec.analysis": ("interval", "alpha", "minSamples", "maxDuration", "onInconclusive",
+    "spec.analysis": ("interval", "alpha", "beta", "minSamples", "maxDuration", "onInconclusive",
                       "providerErrorLimit", "provider", "metrics"),
     "spec.analysis.provider": ("type", "address", "timeout"),
     "spec.analysis.metrics[*]": ("name", "type", "tolerance", "quantile", "minSamples", "query",
@@ -92,9 +86,6 @@ FIELDS: dict[str, tuple[str, ...]] = {
 """The fields of every spec object, keyed by schema path ([*] for list items). A test holds
 them equal to the CRD's properties."""
 
-DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
-_DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-_DURATION_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 VERSION_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 MODEL_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
 METRIC_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -119,16 +110,6 @@ class SpecError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("; ".join(problems))
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a duration such as "30s", "1m30s", "250ms" or "1.5h"."""
-    if not DURATION_RE.match(text):
-        raise ValueError(f"{text!r} is not a duration such as 30s, 5m or 1h30m")
-    return sum(
-        float(number) * _DURATION_UNIT_SECONDS[unit]
-        for number, unit in _DURATION_PART_RE.findall(text)
-    )
 
 
 _QUANTITY_SUFFIX = {
@@ -317,34 +298,13 @@ def parse(resource: Mapping[str, Any]) -> ModelDeploymentSpec:
     Raises SpecError listing every problem found.
     """
     reader = _Reader()
-    metadata = resource.get("metadata") if isinstance(resource.get("metadata"), Mapping) else {}
-    assert isinstance(metadata, Mapping)
-    name = reader.string(metadata, "name", "metadata", required=True) or ""
-    if len(name) > MAX_NAME_LENGTH:
-        reader.fail("metadata.name", f"{_show(name)} is {len(name)} characters long; at most "
-                    f"{MAX_NAME_LENGTH}, because children are named <name>-stable and "
-                    "<name>-canary")
-    namespace = metadata.get("namespace") if isinstance(metadata.get("namespace"), str) else None
-
+    name, namespace = _metadata(reader, resource)
     spec = reader.mapping(resource, "spec", "")
     if spec is None:
         raise SpecError([*reader.problems, "spec: is required"])
     spec_path = "spec"
     reader.only(spec, spec_path, "spec")
-
-    model_obj = reader.mapping(spec, "model", spec_path)
-    if model_obj is None:
-        reader.fail("spec.model", "is required; give at least version and uri")
-        model_obj = {}
-    model = _model_source(reader, model_obj, "spec.model")
-    model_name = reader.string(model_obj, "name", "spec.model", default=name,
-                               pattern=MODEL_NAME_RE, max_length=63,
-                               hint="lowercase letters, digits, '-', '_' and '.'")
-    baseline_obj = reader.mapping(spec, "baseline", spec_path)
-    baseline = _model_source(reader, baseline_obj, "spec.baseline") if baseline_obj else None
-    if baseline is not None:
-        _check_baseline(reader, model, baseline)
-
+    model, model_name, baseline = _models(reader, spec, name)
     serving = _serving(reader, reader.mapping(spec, "serving", spec_path) or {}, "spec.serving")
     analysis = _analysis(reader, reader.mapping(spec, "analysis", spec_path) or {},
                          "spec.analysis")
@@ -361,6 +321,37 @@ def parse(resource: Mapping[str, Any]) -> ModelDeploymentSpec:
         name=name, namespace=namespace, model_name=model_name or name, model=model,
         baseline=baseline, serving=serving, rollout=rollout, analysis=analysis, router=router,
     )
+
+
+def _metadata(reader: _Reader, resource: Mapping[str, Any]) -> tuple[str, str | None]:
+    """The object's name (checked: children's names must fit) and namespace."""
+    metadata = resource.get("metadata") if isinstance(resource.get("metadata"), Mapping) else {}
+    assert isinstance(metadata, Mapping)
+    name = reader.string(metadata, "name", "metadata", required=True) or ""
+    if len(name) > MAX_NAME_LENGTH:
+        reader.fail("metadata.name", f"{_show(name)} is {len(name)} characters long; at most "
+                    f"{MAX_NAME_LENGTH}, because children are named <name>-stable and "
+                    "<name>-canary")
+    namespace = metadata.get("namespace") if isinstance(metadata.get("namespace"), str) else None
+    return name, namespace
+
+
+def _models(reader: _Reader, spec: Mapping[str, Any],
+            name: str) -> tuple[ModelSource, str | None, ModelSource | None]:
+    """spec.model, the name it is served under, and spec.baseline if declared."""
+    model_obj = reader.mapping(spec, "model", "spec")
+    if model_obj is None:
+        reader.fail("spec.model", "is required; give at least version and uri")
+        model_obj = {}
+    model = _model_source(reader, model_obj, "spec.model")
+    model_name = reader.string(model_obj, "name", "spec.model", default=name,
+                               pattern=MODEL_NAME_RE, max_length=63,
+                               hint="lowercase letters, digits, '-', '_' and '.'")
+    baseline_obj = reader.mapping(spec, "baseline", "spec")
+    baseline = _model_source(reader, baseline_obj, "spec.baseline") if baseline_obj else None
+    if baseline is not None:
+        _check_baseline(reader, model, baseline)
+    return model, model_name, baseline
 
 
 def _model_source(reader: _Reader, obj: Mapping[str, Any], path: str) -> ModelSource:
@@ -529,6 +520,30 @@ def _analysis(reader: _Reader, obj: Mapping[str, Any], path: str) -> AnalysisSpe
         timeout_text = _show((obj.get("provider") or {}).get("timeout", "5s"))
         reader.fail(f"{path}.provider.timeout", f"{timeout_text} is not "
                     f"shorter than analysis.interval; a scrape must end before the next begins")
+    metrics = _metrics(reader, obj, path, min_samples, provider)
+    defaulted = not metrics and not obj.get("metrics")
+    return AnalysisSpec(
+        metrics=default_metrics(min_samples) if defaulted else tuple(metrics),
+        metrics_defaulted=defaulted,
+        interval_seconds=interval,
+        alpha=_float(reader.number(obj, "alpha", path, default=defaults.alpha, minimum=0.0,
+                                   maximum=0.2, exclusive_minimum=True)),
+        beta=_float(reader.number(obj, "beta", path, default=defaults.beta, minimum=0.0,
+                                  maximum=0.5, exclusive_minimum=True)),
+        min_samples=min_samples,
+        max_duration_seconds=max_duration,
+        on_inconclusive=reader.choice(obj, "onInconclusive", path, OnInconclusive,
+                                      OnInconclusive.PAUSE),
+        provider_error_limit=_int(reader.integer(obj, "providerErrorLimit", path,
+                                                 default=defaults.provider_error_limit,
+                                                 minimum=1, maximum=1000)),
+        provider=provider,
+    )
+
+
+def _metrics(reader: _Reader, obj: Mapping[str, Any], path: str, min_samples: int,
+             provider: ProviderSpec) -> list[MetricSpec]:
+    """spec.analysis.metrics: each valid, names unique, each runnable by the provider."""
     metrics: list[MetricSpec] = []
     seen: set[str] = set()
     for metric_path, metric_obj in reader.each_mapping(obj, "metrics", path, max_items=20):
@@ -544,26 +559,11 @@ def _analysis(reader: _Reader, obj: Mapping[str, Any], path: str) -> AnalysisSpe
                         f"prometheus metric {_show(metric.name)}; set provider.type: "
                         "prometheus and provider.address")
         metrics.append(metric)
-    defaulted = not metrics and not obj.get("metrics")
-    return AnalysisSpec(
-        metrics=default_metrics(min_samples) if defaulted else tuple(metrics),
-        metrics_defaulted=defaulted,
-        interval_seconds=interval,
-        alpha=_float(reader.number(obj, "alpha", path, default=defaults.alpha, minimum=0.0,
-                                   maximum=0.2, exclusive_minimum=True)),
-        min_samples=min_samples,
-        max_duration_seconds=max_duration,
-        on_inconclusive=reader.choice(obj, "onInconclusive", path, OnInconclusive,
-                                      OnInconclusive.PAUSE),
-        provider_error_limit=_int(reader.integer(obj, "providerErrorLimit", path,
-                                                 default=defaults.provider_error_limit,
-                                                 minimum=1, maximum=1000)),
-        provider=provider,
-    )
+    return metrics
 
 
 def default_metrics(min_samples: int) -> tuple[MetricSpec, ...]:
-    """The checks used when a spec lists none (DESIGN contract 5)."""
+    """The checks used when a spec lists none (docs/architecture.md, contract 5)."""
     return (
         MetricSpec(name="error-rate", type=MetricType.ERROR_RATE,
                    tolerance=DEFAULT_TOLERANCES[MetricType.ERROR_RATE], min_samples=min_samples),
@@ -607,22 +607,45 @@ def _metric(reader: _Reader, obj: Mapping[str, Any], path: str,
     min_samples = _int(reader.integer(obj, "minSamples", path, default=analysis_min_samples,
                                       minimum=1, maximum=1_000_000))
     query = reader.string(obj, "query", path, max_length=4096)
-    threshold_obj = reader.mapping(obj, "thresholdRange", path)
-    threshold = None
-    if threshold_obj is not None:
-        reader.only(threshold_obj, f"{path}.thresholdRange",
-                    "spec.analysis.metrics[*].thresholdRange")
-        threshold = ThresholdRange(
-            minimum=reader.number(threshold_obj, "min", f"{path}.thresholdRange"),
-            maximum=reader.number(threshold_obj, "max", f"{path}.thresholdRange"),
-        )
-        if threshold.minimum is None and threshold.maximum is None:
-            reader.fail(f"{path}.thresholdRange", "needs min, max or both")
-        elif (threshold.minimum is not None and threshold.maximum is not None
-              and threshold.minimum > threshold.maximum):
-            reader.fail(f"{path}.thresholdRange", f"min {threshold.minimum} exceeds max "
-                        f"{threshold.maximum}")
+    threshold = _threshold_range(reader, obj, path)
+    tolerance = _type_fields(reader, obj, path, metric_type, query, threshold, tolerance)
+    if metric_type is MetricType.LATENCY:
+        quantile = quantile if quantile is not None else DEFAULT_LATENCY_QUANTILE
+    elif "quantile" in obj:
+        reader.fail(f"{path}.quantile", "applies to type latency only")
+        quantile = None
+    if name is None:
+        return None
+    return MetricSpec(name=name, type=metric_type, tolerance=tolerance,
+                      min_samples=min_samples, quantile=quantile, query=query,
+                      threshold=threshold)
 
+
+def _threshold_range(reader: _Reader, obj: Mapping[str, Any],
+                     path: str) -> ThresholdRange | None:
+    threshold_obj = reader.mapping(obj, "thresholdRange", path)
+    if threshold_obj is None:
+        return None
+    reader.only(threshold_obj, f"{path}.thresholdRange",
+                "spec.analysis.metrics[*].thresholdRange")
+    threshold = ThresholdRange(
+        minimum=reader.number(threshold_obj, "min", f"{path}.thresholdRange"),
+        maximum=reader.number(threshold_obj, "max", f"{path}.thresholdRange"),
+    )
+    if threshold.minimum is None and threshold.maximum is None:
+        reader.fail(f"{path}.thresholdRange", "needs min, max or both")
+    elif (threshold.minimum is not None and threshold.maximum is not None
+          and threshold.minimum > threshold.maximum):
+        reader.fail(f"{path}.thresholdRange", f"min {threshold.minimum} exceeds max "
+                    f"{threshold.maximum}")
+    return threshold
+
+
+def _type_fields(reader: _Reader, obj: Mapping[str, Any], path: str, metric_type: MetricType,
+                 query: str | None, threshold: ThresholdRange | None,
+                 tolerance: float | None) -> float | None:
+    """A prometheus metric needs query and thresholdRange and takes no tolerance; the others
+    take neither and get their default tolerance. Returns the tolerance."""
     if metric_type is MetricType.PROMETHEUS:
         if query is None:
             reader.fail(f"{path}.query", "is required for type prometheus")
@@ -645,16 +668,7 @@ def _metric(reader: _Reader, obj: Mapping[str, Any], path: str,
         elif metric_type in (MetricType.ERROR_RATE, MetricType.ACCURACY) and tolerance >= 1:
             reader.fail(f"{path}.tolerance", f"{tolerance} is a share of requests and must be "
                         "below 1, for example 0.01 for one percentage point")
-    if metric_type is MetricType.LATENCY:
-        quantile = quantile if quantile is not None else DEFAULT_LATENCY_QUANTILE
-    elif "quantile" in obj:
-        reader.fail(f"{path}.quantile", "applies to type latency only")
-        quantile = None
-    if name is None:
-        return None
-    return MetricSpec(name=name, type=metric_type, tolerance=tolerance,
-                      min_samples=min_samples, quantile=quantile, query=query,
-                      threshold=threshold)
+    return tolerance
 
 
 def _rollout(reader: _Reader, obj: Mapping[str, Any], path: str,
@@ -751,45 +765,3 @@ def _float(value: float | None) -> float:
     """Narrow a reader result that had a default (so is never None) to float."""
     assert value is not None, "every caller passes a default"
     return value
-
-
-# --- core -> status -------------------------------------------------------------------------
-
-def _finite(value: float | None) -> float | None:
-    """JSON has no NaN or infinity: they become null."""
-    if value is None or value != value or value in (float("inf"), float("-inf")):
-        return None
-    return float(value)
-
-
-def _effect(interval: Interval | None) -> dict[str, float | None] | None:
-    if interval is None:
-        return None
-    return {"estimate": _finite(interval.estimate), "lower": _finite(interval.lower),
-            "upper": _finite(interval.upper)}
-
-
-def metric_record_to_status(record: MetricRecord) -> dict[str, Any]:
-    """One metric's record in the shape of status.analysis.metrics[] (camelCase, JSON-safe)."""
-    result: dict[str, Any] = {
-        "name": record.name,
-        "type": record.type.value,
-        "verdict": record.verdict.value,
-        "stable": {"value": _finite(record.stable.value), "samples": record.stable.samples},
-        "canary": {"value": _finite(record.canary.value), "samples": record.canary.samples},
-        "statistic": _finite(record.statistic),
-        "effect": _effect(record.effect),
-        "requiredSamples": record.required_samples,
-        "reason": record.reason,
-    }
-    return {key: value for key, value in result.items() if value is not None}
-
-
-def analysis_record_to_status(record: AnalysisRecord) -> dict[str, Any]:
-    """The judge's record in the shape of status.analysis (without its time)."""
-    return {
-        "decision": record.decision.value,
-        "reason": record.reason,
-        "elapsedSeconds": record.elapsed_seconds,
-        "metrics": [metric_record_to_status(metric) for metric in record.metrics],
-    }

@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 
 from modelgate import __version__, api, control, replay
+from modelgate.core import resource
+from modelgate.run import run_operator
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "analyze":
         return _analyze(args.spec, args.tape)
     if args.command == "run":
-        return control.run_operator(standalone=args.standalone)
+        return run_operator(standalone=args.standalone)
     if args.command == "status":
         return control.show_status(args.namespace, args.name)
     return control.request(args.command, args.namespace, args.name, args.wait)
@@ -81,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _analyze(spec_path: Path, tape_path: Path) -> int:
     try:
         documents = [doc for _, doc in _documents(spec_path)
-                     if isinstance(doc, dict) and doc.get("kind") == api.KIND]
+                     if isinstance(doc, dict) and doc.get("kind") == resource.KIND]
         if not documents:
             raise ValueError(f"{spec_path}: no ModelDeployment found")
         spec = api.parse(documents[0])
@@ -116,7 +118,7 @@ def _validate(files: Sequence[Path]) -> int:
             invalid += 1
             continue
         for where, document in documents:
-            if not isinstance(document, dict) or document.get("kind") != api.KIND:
+            if not isinstance(document, dict) or document.get("kind") != resource.KIND:
                 continue
             checked += 1
             name = (document.get("metadata") or {}).get("name", "?")

@@ -1,4 +1,4 @@
-"""`modelgate run`, `modelgate status` and the controls (promote, abort, retry, pause, resume).
+"""`modelgate status` and the controls (promote, abort, retry, pause, resume).
 
 A control is an annotation, never a change of .spec, so git keeps declaring only what should
 serve. promote/abort/retry write a fresh token (the time) that the operator acts on once and
@@ -7,14 +7,14 @@ records in status.controls; pause is a level ("true" while paused) that resume r
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import sys
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from modelgate import status
+from modelgate import control_annotations
+from modelgate.core.analysis.checks import duration_words
 from modelgate.k8s import ApiException, Cluster, load_config
 
 VERBS = {
@@ -24,36 +24,9 @@ VERBS = {
     "pause": "hold the step program where it is (analysis keeps running)",
     "resume": "continue a paused step program",
 }
-_TOKEN_ANNOTATION = {"promote": status.CONTROL_PROMOTE, "abort": status.CONTROL_ABORT,
-                     "retry": status.CONTROL_RETRY}
-
-
-def run_operator(standalone: bool | None) -> int:
-    import kopf
-
-    from modelgate import settings as operator_settings
-    from modelgate.handlers import register
-
-    try:
-        settings = operator_settings.from_env()
-    except operator_settings.SettingsError as exc:
-        print(f"modelgate run: {exc}", file=sys.stderr)
-        return 2
-    if standalone is not None:
-        settings = dataclasses.replace(settings, standalone=standalone)
-    load_config()
-    registry = kopf.OperatorRegistry()
-    register(settings, registry)
-    kopf.configure(verbose=False)
-    kopf.run(
-        registry=registry,
-        standalone=settings.standalone,
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-        liveness_endpoint=(f"http://0.0.0.0:{settings.health_port}/healthz"
-                           if settings.health_port else None),
-    )
-    return 0
+_TOKEN_ANNOTATION = {"promote": control_annotations.CONTROL_PROMOTE,
+                     "abort": control_annotations.CONTROL_ABORT,
+                     "retry": control_annotations.CONTROL_RETRY}
 
 
 def _cluster() -> Cluster:
@@ -74,7 +47,7 @@ def request(verb: str, namespace: str, name: str, wait_seconds: float) -> int:
     if verb in _TOKEN_ANNOTATION:
         annotations: dict[str, str | None] = {_TOKEN_ANNOTATION[verb]: token}
     else:
-        annotations = {status.CONTROL_PAUSED: "true" if verb == "pause" else None}
+        annotations = {control_annotations.CONTROL_PAUSED: "true" if verb == "pause" else None}
     if verb in ("promote", "abort", "pause", "resume") and not (before.get("status") or {}).get(
             "canary"):
         print(f"modelgate {verb}: {namespace}/{name} has no canary in flight; the request is "
@@ -142,6 +115,13 @@ def _summary(body: Mapping[str, Any], detail: bool = False) -> str:
                          f"{_number(stable_arm.get('value'))} (n={stable_arm.get('samples', 0)})"
                          f"  canary {_number(canary_arm.get('value'))} "
                          f"(n={canary_arm.get('samples', 0)})")
+            seconds = metric.get("secondsToDecision")
+            if metric.get("verdict") in ("continue", "no-data") and seconds is not None:
+                rate = analysis.get("canaryRate")
+                at = f" at {rate:.2g} req/s to the canary" if rate is not None else ""
+                lines.append(f"      a verdict in about {duration_words(float(seconds))} more"
+                             f"{at} (about {metric.get('requiredSamples')} more canary "
+                             "samples)")
     for entry in (current.get("history") or [])[-5:]:
         lines.append(f"  {entry.get('at')}: {entry.get('version')} {entry.get('outcome')}: "
                      f"{entry.get('reason')}")

@@ -1,4 +1,4 @@
-"""Replay a tape of recorded scrapes through the judge (DESIGN contract 5).
+"""Replay a tape of recorded scrapes through the judge (docs/architecture.md, contract 5).
 
 A tape is JSON Lines, one scrape per line:
     {"t": <seconds since canary start>, "role": "stable"|"canary", "pod": "<name>",
@@ -15,10 +15,18 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from modelgate import api
-from modelgate.core.analysis import Decision, PodScrape, Role, final_decision, judge, observe
-from modelgate.core.types import MetricType, ModelDeploymentSpec
+from modelgate.core.analysis import (
+    AnalysisDecision,
+    PodScrape,
+    Role,
+    final_decision,
+    judge,
+    observe,
+)
+from modelgate.core.analysis.observations import custom_values
+from modelgate.core.types import ModelDeploymentSpec
 from modelgate.exposition import ExpositionError, parse_exposition
+from modelgate.status import analysis_record_to_status
 
 
 class TapeError(ValueError):
@@ -65,14 +73,18 @@ def replay(spec: ModelDeploymentSpec, scrapes: list[PodScrape]) -> Iterator[dict
     last_t = max(scrape.t for scrape in scrapes)
     ticks = [interval * k for k in range(1, int(last_t // interval) + 1)] or [last_t]
     record = None
+    passed: tuple[str, ...] = ()
     for tick in ticks:
         observation = observe(scrapes, at=tick)
         record = judge(analysis, observation, elapsed_seconds=tick,
-                       custom_values=_no_custom_values(spec))
-        status = api.analysis_record_to_status(record)
+                       # a tape holds the pods' own metrics only: a Prometheus query cannot
+                       # be replayed from it, so those metrics report no data (and hold)
+                       custom_values=custom_values(analysis, {}), passed=passed)
+        passed = record.passed
+        status = analysis_record_to_status(record)
         yield {"t": tick, **status}
         decision = final_decision(record, analysis.on_inconclusive)
-        if record.decision is not Decision.CONTINUE:
+        if record.decision is not AnalysisDecision.CONTINUE:
             reason = record.reason
             if decision is not record.decision:
                 reason = (f"inconclusive, so onInconclusive: {analysis.on_inconclusive.value} "
@@ -80,19 +92,12 @@ def replay(spec: ModelDeploymentSpec, scrapes: list[PodScrape]) -> Iterator[dict
             yield _final(decision, tick, reason, status["metrics"])
             return
     assert record is not None
-    yield _final(Decision.INCONCLUSIVE, ticks[-1],
+    yield _final(AnalysisDecision.INCONCLUSIVE, ticks[-1],
                  f"the tape ends at {ticks[-1]:g}s before a confident verdict; {record.reason}",
                  status["metrics"])
 
 
-def _no_custom_values(spec: ModelDeploymentSpec) -> dict[str, float | None]:
-    # A tape holds the pods' own metrics only: a Prometheus query cannot be replayed from it,
-    # so those metrics report no data (and hold) rather than pass.
-    return {metric.name: None for metric in spec.analysis.metrics
-            if metric.type is MetricType.PROMETHEUS}
-
-
-def _final(decision: Decision, t: float, reason: str,
+def _final(decision: AnalysisDecision, t: float, reason: str,
            metrics: list[dict[str, Any]]) -> dict[str, Any]:
     return {"final": True, "decision": decision.value, "t": t,
             "reason": _one_sentence(reason), "metrics": metrics}

@@ -6,7 +6,9 @@ them. A value that cannot be read stops the operator at start with a message nam
 
 from __future__ import annotations
 
+import ast
 import fnmatch
+import inspect
 import itertools
 import os
 from collections.abc import Mapping
@@ -88,15 +90,21 @@ def from_env(environ: Mapping[str, str] | None = None) -> OperatorSettings:
 
 def field_docs() -> dict[str, str]:
     """Environment variable -> its documentation, for the README."""
-    import ast
-    import inspect
+    return {env_name(name): doc for name, doc in attribute_docs(OperatorSettings).items()}
 
-    source = inspect.getsource(OperatorSettings)
-    tree = ast.parse(source)
+
+def attribute_docs(cls: type) -> dict[str, str]:
+    """Each annotated class attribute's docstring (the string right below it), by name.
+
+    The serving image keeps a copy (modelgate_serving.settings.attribute_docs), as it does not
+    depend on the operator; tests/unit/test_one_of_each.py keeps the two equal.
+    """
+    body = ast.parse(inspect.getsource(cls)).body[0]
+    assert isinstance(body, ast.ClassDef)
     docs: dict[str, str] = {}
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    for node, following in itertools.pairwise(body):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and \
-                isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
-            docs[env_name(node.target.id)] = " ".join(str(following.value.value).split())
+    for node, following in itertools.pairwise(body.body):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)):
+            docs[node.target.id] = " ".join(str(following.value.value).split())
     return docs

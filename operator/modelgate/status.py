@@ -1,5 +1,5 @@
-"""status of a ModelDeployment (a dict) <-> the core's RolloutState, and what the cluster shows
-(annotations, Deployments) -> the core's Observed parts.
+"""status of a ModelDeployment (a dict) <-> the core's RolloutState, and the judge's decision
+record -> status.analysis (the same shape `modelgate analyze` prints).
 
 Status is the operator's memory: a restarted operator reads it back and continues, so every
 field the core needs round-trips exactly. Times are RFC 3339 in status and seconds since the
@@ -12,14 +12,11 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from modelgate import api
-from modelgate.core.analysis import Window
-from modelgate.core.manifests import MODEL_HASH
+from modelgate.core.analysis import AnalysisRecord, MetricRecord, Window
+from modelgate.core.analysis.sequential import Interval
 from modelgate.core.state import (
-    ArmObserved,
     CanaryState,
     Condition,
-    ControlRequests,
     Controls,
     HistoryEntry,
     Outcome,
@@ -28,15 +25,6 @@ from modelgate.core.state import (
     StableState,
 )
 from modelgate.core.types import ModelFormat, ModelSource, Phase
-
-CONTROL_PROMOTE = "modelgate.dev/promote"
-"""Annotation: any new value promotes the canary now, skipping the remaining steps."""
-CONTROL_ABORT = "modelgate.dev/abort"
-"""Annotation: any new value rolls the canary back now."""
-CONTROL_RETRY = "modelgate.dev/retry"
-"""Annotation: any new value lets a rolled-back model be tried again."""
-CONTROL_PAUSED = "modelgate.dev/paused"
-"""Annotation: while "true", the step program does not advance (analysis still runs)."""
 
 
 def to_time(seconds: float) -> str:
@@ -48,35 +36,6 @@ def from_time(text: Any) -> float:
     if not isinstance(text, str):
         raise ValueError(f"{text!r} is not a time")
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def controls(annotations: Mapping[str, str] | None) -> ControlRequests:
-    annotations = annotations or {}
-    return ControlRequests(
-        promote=annotations.get(CONTROL_PROMOTE) or None,
-        abort=annotations.get(CONTROL_ABORT) or None,
-        retry=annotations.get(CONTROL_RETRY) or None,
-        paused=str(annotations.get(CONTROL_PAUSED, "")).lower() == "true",
-    )
-
-
-def arm_observed(deployment: Mapping[str, Any] | None) -> ArmObserved | None:
-    """What a Deployment of one arm shows; None if it does not exist."""
-    if not deployment:
-        return None
-    metadata = deployment.get("metadata") or {}
-    spec = deployment.get("spec") or {}
-    status = deployment.get("status") or {}
-    replicas = int(spec.get("replicas", 1) or 0)
-    ready = int(status.get("readyReplicas", 0) or 0)
-    updated = int(status.get("updatedReplicas", 0) or 0)
-    current = int(status.get("replicas", 0) or 0)
-    seen = int(status.get("observedGeneration", 0) or 0) >= int(metadata.get("generation", 0) or 0)
-    return ArmObserved(
-        model_hash=(metadata.get("annotations") or {}).get(MODEL_HASH),
-        replicas=replicas, ready=ready, updated=updated, current=current,
-        settled=seen and updated == replicas and current == replicas and ready >= replicas,
-    )
 
 
 # --- status -> state ------------------------------------------------------------------------
@@ -125,6 +84,7 @@ def state_from_status(status: Mapping[str, Any] | None) -> RolloutState:
                 last_analysis_at=None if last is None else from_time(last),
                 provider_errors=int(canary_data.get("providerErrors", 0)),
                 window=_window(canary_data.get("window")),
+                passed=tuple(str(name) for name in canary_data.get("passed") or ()),
             )
         rejected = tuple(
             Rejection(model_hash=str(item["modelHash"]), version=str(item["version"]),
@@ -167,13 +127,13 @@ def _model_status(model: ModelSource) -> dict[str, Any]:
             "trustedTypes": list(model.trusted_types) or None}
 
 
-def status_from_state(state: RolloutState, record: Any = None,
+def status_from_state(state: RolloutState, record: AnalysisRecord | None = None,
                       judged_at: float | None = None) -> dict[str, Any]:
     """The whole status to write; `record` is this tick's AnalysisRecord, if any. Fields that
     no longer apply are written as None, so a merge patch removes them."""
     analysis: Any = state.analysis
     if record is not None:
-        analysis = api.analysis_record_to_status(record)
+        analysis = analysis_record_to_status(record)
         if judged_at is not None:
             analysis["time"] = to_time(judged_at)
     canary = state.canary
@@ -189,6 +149,7 @@ def status_from_state(state: RolloutState, record: Any = None,
             else to_time(canary.last_analysis_at),
             "providerErrors": canary.provider_errors,
             "window": canary.window.to_json(),
+            "passed": list(canary.passed),
         }
     return {
         "phase": state.phase.value,
@@ -212,4 +173,54 @@ def status_from_state(state: RolloutState, record: Any = None,
         "controls": {key: value for key, value in (
             ("promote", state.controls.promote), ("abort", state.controls.abort),
             ("retry", state.controls.retry)) if value},
+    }
+
+
+# --- decision record -> status -----------------------------------------------------------
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN or infinity: they become null."""
+    if value is None or value != value or value in (float("inf"), float("-inf")):
+        return None
+    return float(value)
+
+
+def _effect(interval: Interval | None) -> dict[str, float | None] | None:
+    if interval is None:
+        return None
+    return {"estimate": _finite(interval.estimate), "lower": _finite(interval.lower),
+            "upper": _finite(interval.upper)}
+
+
+def metric_record_to_status(record: MetricRecord) -> dict[str, Any]:
+    """One metric's record in the shape of status.analysis.metrics[] (camelCase, JSON-safe)."""
+    result: dict[str, Any] = {
+        "name": record.name,
+        "type": record.type.value,
+        "verdict": record.verdict.value,
+        "stable": {"value": _finite(record.stable.value), "samples": record.stable.samples},
+        "canary": {"value": _finite(record.canary.value), "samples": record.canary.samples},
+        "statistic": _finite(record.statistic),
+        "effect": _effect(record.effect),
+        "requiredSamples": record.required_samples,
+        "secondsToDecision": _finite(record.seconds_to_decision),
+        "resolution": None if record.resolution is None else {
+            "stableBound": record.resolution.stable_bound,
+            "canaryBound": record.resolution.canary_bound,
+            "testedTolerance": record.resolution.tested_tolerance},
+        "reason": record.reason,
+    }
+    return {key: value for key, value in result.items() if value is not None}
+
+
+def analysis_record_to_status(record: AnalysisRecord) -> dict[str, Any]:
+    """The judge's record in the shape of status.analysis (without its time)."""
+    return {
+        "decision": record.decision.value,
+        "reason": record.reason,
+        "elapsedSeconds": record.elapsed_seconds,
+        **({"canaryRate": _finite(record.canary_rate)} if record.canary_rate is not None
+           else {}),
+        **({"look": record.look, "looks": record.looks} if record.look is not None else {}),
+        "metrics": [metric_record_to_status(metric) for metric in record.metrics],
     }

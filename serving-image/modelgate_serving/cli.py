@@ -1,4 +1,4 @@
-"""`modelgate-serve`: the serving entry point (DESIGN contract 3)."""
+"""`modelgate-serve`: the serving entry point (docs/architecture.md, contract 3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The serving metrics of DESIGN contract 4, labelled by model and version.
+"""The serving metrics of docs/architecture.md, contract 4, labelled by model and version.
 
 Only inference requests (V2 infer, V1 predict) count in requests and latency: probes, scrapes
 and feedback would dilute a canary's error rate. Feedback is labelled with the version that
@@ -26,10 +26,13 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-# Dense where model latencies live (0.1 ms to tens of ms) so a p99 can be judged within 10%:
-# a tail that falls in one wide bucket cannot be compared.
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02,
-                   0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+# Exponential, each bound 10% above the one before, from 0.1 ms to about 11 s (122 bounds):
+# the judge compares counts at bucket bounds only, and proves a quantile within a tolerance
+# by finding a bound at most (1 + tolerance) times another, so 10% steps resolve the default
+# +10% p99 tolerance exactly anywhere in the range (and any wider tolerance to within 10%).
+# Rounded to 6 significant digits; the judge matches bounds with that slack.
+LATENCY_GROWTH = 1.1
+LATENCY_BUCKETS = tuple(float(f"{0.0001 * LATENCY_GROWTH ** k:.6g}") for k in range(122))
 # Probabilities of the positive class of a binary classifier.
 SCORE_BUCKETS = tuple(round(0.05 * step, 2) for step in range(1, 21))
 # Regression outputs of unknown scale: 1-2.5-5 steps over seven decades, both signs.

@@ -1,8 +1,8 @@
 """Server settings: one frozen dataclass, read from flags with environment fallbacks.
 
 Every flag also reads `MODELGATE_<NAME>` (for example `--model-uri` and `MODELGATE_MODEL_URI`),
-so a Deployment can configure the server through `env` as well as `args` (DESIGN contract 3).
-A flag given on the command line wins over the environment.
+so a Deployment can configure the server through `env` as well as `args` (docs/architecture.md,
+contract 3). A flag given on the command line wins over the environment.
 """
 
 from __future__ import annotations
@@ -106,19 +106,22 @@ class Settings:
     """Python logging level. Default INFO."""
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(us|µs|ms|s|m|h)")
-_DURATION = re.compile(rf"^(?:{_DURATION_PART.pattern})+$")
-_DURATION_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "m": 60.0, "h": 3600.0}
+# The ModelDeployment's duration form, copied from the operator's modelgate.core.durations
+# because this image does not depend on the operator; tests/unit/test_one_of_each.py keeps the
+# two equal.
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
 
 
 def parse_seconds(text: str) -> float:
     """`2ms`, `0.5s`, `1m30s` (the ModelDeployment's duration form) or bare seconds."""
     stripped = text.strip()
-    if re.fullmatch(r"\d+(?:\.\d+)?", stripped):
+    if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", stripped):
         return float(stripped)
     if not _DURATION.match(stripped):
         raise SettingsError(f"{text!r} is not a duration; use e.g. 2ms, 0.5s or 1m30s")
-    return sum(float(number) * _DURATION_UNITS[unit]
+    return sum(float(number) * DURATION_UNITS[unit]
                for number, unit in _DURATION_PART.findall(stripped))
 
 
@@ -244,7 +247,16 @@ def load(argv: Sequence[str] | None = None,
 @functools.cache
 def field_docs() -> dict[str, str]:
     """Each Settings field's docstring, for --help: the one place a setting is documented."""
-    body = ast.parse(inspect.getsource(Settings)).body[0]
+    return attribute_docs(Settings)
+
+
+def attribute_docs(cls: type) -> dict[str, str]:
+    """Each annotated class attribute's docstring (the string right below it), by name.
+
+    A copy of the operator's modelgate.settings.attribute_docs, as this image does not depend
+    on the operator; tests/unit/test_one_of_each.py keeps the two equal.
+    """
+    body = ast.parse(inspect.getsource(cls)).body[0]
     assert isinstance(body, ast.ClassDef)
     docs: dict[str, str] = {}
     for node, following in itertools.pairwise(body.body):

@@ -36,8 +36,9 @@ def test_a_good_canary_is_promoted_through_every_step_and_status_and_events_tell
              "AnalysisPassed", "StepCompleted", "Promoting", "Promoted"]
     assert [r for r in reasons if r in set(story)] == story
     # the canary is gone and every serving pod runs v2
-    deployments = sandbox.deployments()
-    assert f"{name}-canary" not in deployments
+    # deleted in the foreground: listed, with a deletionTimestamp, until its pods are gone
+    eventually(lambda: f"{name}-canary" not in sandbox.deployments(), timeout=60,
+               what="the canary Deployment deleted")
     pods = eventually(lambda: (lambda pods: pods if len(pods) == 4 else None)(
         serving_pods(sandbox, name)), what="exactly the 4 stable pods")
     assert {p["metadata"]["labels"]["modelgate.dev/version"] for p in pods} == {"v2"}

@@ -90,10 +90,21 @@ class Kubelet:
     def sync(self) -> None:
         deployments = json.loads(self.apps.list_namespaced_deployment(
             self.namespace, _preload_content=False).data)["items"]
+        listed = {pod["metadata"]["name"]: pod for pod in json.loads(
+            self.core.list_namespaced_pod(self.namespace, _preload_content=False).data)["items"]}
+        # as a kubelet: a pod deleted through the API (Terminating, or gone) stops its process
+        for pods in self.pods.values():
+            for pod in list(pods):
+                found = listed.get(pod.name)
+                if found is None or found["metadata"].get("deletionTimestamp"):
+                    pods.remove(pod)
+                    self._remove(pod)
         alive = set()
         for deployment in deployments:
             name = deployment["metadata"]["name"]
             alive.add(name)
+            if deployment["metadata"].get("deletionTimestamp"):
+                continue  # being deleted: no new pods; the garbage collector takes them
             try:
                 self._reconcile(deployment, self.pods.setdefault(name, []))
             except client.exceptions.ApiException as exc:
@@ -198,7 +209,8 @@ class Kubelet:
     def _remove(self, pod: PodProcess) -> None:
         self._kill(pod)
         try:
-            self.core.delete_namespaced_pod(pod.name, self.namespace, _preload_content=False)
+            self.core.delete_namespaced_pod(pod.name, self.namespace, grace_period_seconds=0,
+                                            _preload_content=False)
         except client.exceptions.ApiException as exc:
             if exc.status != 404:
                 raise

@@ -29,15 +29,6 @@ class Model:
         return self.path.as_uri()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`--dist loadgroup`), keep the serving tests on one worker, so their
-    session servers start once rather than once per worker."""
-    here = Path(__file__).parent
-    for item in items:
-        if here in item.path.parents:
-            item.add_marker(pytest.mark.xdist_group("serving"))
-
-
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Model]:
     directory = tmp_path_factory.mktemp("models")

@@ -8,6 +8,9 @@ import json
 import pytest
 from support.serving import Served
 
+# one xdist worker runs every serving test, so the session's servers start once
+pytestmark = pytest.mark.xdist_group("serving")
+
 V2 = "/v2/models/iris/infer"
 V1 = "/v1/models/iris:predict"
 JSON = {"Content-Type": "application/json"}

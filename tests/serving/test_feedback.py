@@ -11,6 +11,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.serving import Served, serving
 
+# the hardening tests share one xdist worker (and its session servers), beside the others
+pytestmark = pytest.mark.xdist_group("serving-hardening")
+
 FEEDBACK = "/v2/models/iris/feedback"
 ROW = [5.1, 3.5, 1.4, 0.2]
 

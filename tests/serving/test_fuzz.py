@@ -18,6 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.serving import Served, serving
 
+# the hardening tests share one xdist worker (and its session servers), beside the others
+pytestmark = pytest.mark.xdist_group("serving-hardening")
+
 DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
              "FP16", "FP32", "FP64", "BYTES", "FLOAT", "", "fp64"]
 

@@ -17,6 +17,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from support.serving import Served, serving
 
+# the hardening tests share one xdist worker (and its session servers), beside the others
+pytestmark = pytest.mark.xdist_group("serving-hardening")
+
 
 @pytest.fixture(scope="module")
 def heavy(models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory

@@ -19,6 +19,9 @@ from support.serving import save_skops, serving
 from modelgate_serving import loader
 from modelgate_serving.settings import ModelFormat, Settings
 
+# one xdist worker runs every serving test, so the session's servers start once
+pytestmark = pytest.mark.xdist_group("serving")
+
 WRONG_DIGEST = "0" * 64
 
 

@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 from support.serving import Served
 
+# one xdist worker runs every serving test, so the session's servers start once
+pytestmark = pytest.mark.xdist_group("serving")
+
 KINDS = ["classifier", "regressor", "pipeline", "forest"]
 
 

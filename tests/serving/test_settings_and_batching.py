@@ -20,6 +20,9 @@ from modelgate_serving.settings import (
     parse_seconds,
 )
 
+# one xdist worker runs every serving test, so the session's servers start once
+pytestmark = pytest.mark.xdist_group("serving")
+
 
 def test_flags_fall_back_to_environment_and_win_over_it() -> None:
     environ = {"MODELGATE_MODEL_URI": "file:///m.skops", "MODELGATE_PORT": "9000",

@@ -1,6 +1,7 @@
 """Serving-pod metrics as Prometheus text, written by prometheus_client, for tapes and scrapes.
 
-Names and labels follow DESIGN contract 4, so these stand in for a real modelgate-serve pod.
+Names and labels follow docs/architecture.md, contract 4, so these stand in for a real
+modelgate-serve pod.
 """
 
 from __future__ import annotations
@@ -86,10 +87,15 @@ def _histogram(base: list[str], bounds: list[str],
 
 
 def latency_buckets(counts_per_bound: Mapping[float, float]) -> list[float]:
-    """Cumulative bucket counts from per-bucket counts keyed by the bucket's upper bound."""
+    """Cumulative bucket counts from counts of requests that took each number of seconds
+    (each falls in the first bucket whose upper bound is at least it)."""
+    bounds = (*LATENCY_BOUNDS, float("inf"))
+    per_bucket = [0.0] * len(bounds)
+    for seconds, count in counts_per_bound.items():
+        per_bucket[next(i for i, bound in enumerate(bounds) if seconds <= bound)] += count
     cumulative, total = [], 0.0
-    for bound in (*LATENCY_BOUNDS, float("inf")):
-        total += counts_per_bound.get(bound, 0.0)
+    for count in per_bucket:
+        total += count
         cumulative.append(total)
     return cumulative
 

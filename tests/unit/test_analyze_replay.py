@@ -1,4 +1,4 @@
-"""`modelgate analyze` (DESIGN contract 5): tapes replayed through the judge."""
+"""`modelgate analyze` (docs/architecture.md, contract 5): tapes replayed through the judge."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from support import crd
 from support.tapes import Arm, make_tape
 
-from modelgate import cli
+from modelgate import api, cli, status
 
 MINIMAL = crd.ROOT / "manifests" / "examples" / "minimal.yaml"
 
@@ -127,3 +127,42 @@ def test_decision_records_fit_the_crds_status_schema(
         jsonschema.validate({"analysis": record}, status_schema)
         for metric in record["metrics"]:
             assert all(value == value for value in metric.get("effect", {}).values())
+
+
+def _declared(schema: dict[str, Any], value: Any, path: str) -> list[str]:
+    """Paths in `value` the schema does not declare: the API server would prune them."""
+    if isinstance(value, dict):
+        properties = schema.get("properties")
+        if properties is None:
+            return []  # x-kubernetes-preserve-unknown-fields or a free-form object
+        missing = [f"{path}.{key}" for key in value if key not in properties]
+        return missing + [item for key, child in value.items() if key in properties
+                          for item in _declared(properties[key], child, f"{path}.{key}")]
+    if isinstance(value, list) and "items" in schema:
+        return [item for child in value for item in _declared(schema["items"], child, path)]
+    return []
+
+
+def test_every_field_of_a_decision_record_is_declared_so_none_is_pruned() -> None:
+    from scipy.stats import norm
+
+    from modelgate.core.analysis import ArmObservation, Histogram, Observation, judge
+    from modelgate.core.types import AnalysisSpec
+    from modelgate_serving.metrics import LATENCY_BUCKETS
+
+    bounds = (*LATENCY_BUCKETS, float("inf"))
+
+    def latency(n: float) -> Histogram:
+        return Histogram(bounds, tuple(n * float(norm.cdf((b - 0.02) / 0.01)) for b in bounds))
+
+    stable = ArmObservation(requests=3000, errors=15, latency=latency(3000),
+                            classes={"a": 2000, "b": 1000})
+    canary = ArmObservation(requests=600, errors=3, latency=latency(600),
+                            classes={"a": 400, "b": 200})
+    record = judge(AnalysisSpec(metrics=api.default_metrics(100)),
+                   Observation(300, stable, canary, since=0), 300)
+    written = status.analysis_record_to_status(record)
+    assert "secondsToDecision" in json.dumps(written)
+    assert "resolution" in json.dumps(written)
+    status_schema = crd._json_schema()["properties"]["status"]
+    assert _declared(status_schema, {"analysis": written}, "status") == []

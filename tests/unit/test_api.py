@@ -135,6 +135,8 @@ def test_a_message_names_the_field_the_value_and_what_would_be_right() -> None:
         "spec.rollout.steps[0].setWeight: 140 is above 100"]
     assert problems_of(resource(analysis={"alpha": 0})) == [
         "spec.analysis.alpha: 0 must be above 0.0"]
+    assert problems_of(resource(analysis={"beta": 0.6})) == [
+        "spec.analysis.beta: 0.6 is above 0.5"]
     [message] = problems_of(resource(analysis={"interval": "half a minute"}))
     assert message.startswith("spec.analysis.interval: 'half a minute' is not valid")
     assert "30s" in message

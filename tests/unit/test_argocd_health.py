@@ -1,5 +1,5 @@
 """manifests/argocd/health.lua under Lua 5.1 (Argo CD runs health scripts on gopher-lua, which
-has Lua 5.1 semantics) over a table of ModelDeployments: DESIGN contract 6."""
+has Lua 5.1 semantics) over a table of ModelDeployments: docs/architecture.md, contract 6."""
 
 from __future__ import annotations
 

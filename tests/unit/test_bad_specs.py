@@ -95,6 +95,7 @@ TABLE = [
         "spec.rollout.stepweight"),
     Bad("alpha-zero", set_("spec.analysis.alpha", 0), "schema", "spec.analysis.alpha"),
     Bad("alpha-half", set_("spec.analysis.alpha", 0.5), "schema", "spec.analysis.alpha"),
+    Bad("beta-zero", set_("spec.analysis.beta", 0), "schema", "spec.analysis.beta"),
     Bad("unknown-metric-type", set_("spec.analysis.metrics", [metric(type="drift")]), "schema",
         "spec.analysis.metrics[0].type"),
     Bad("privileged-port", set_("spec.serving.port", 80), "schema", "spec.serving.port"),

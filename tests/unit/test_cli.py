@@ -48,3 +48,25 @@ def test_validate_fails_on_unreadable_yaml_and_on_files_without_model_deployment
     empty.write_text("kind: ConfigMap\n")
     assert cli.main(["validate", str(empty)]) == 1
     assert "no ModelDeployment found" in capsys.readouterr().err
+
+
+def test_status_shows_each_undecided_metrics_time_to_a_verdict() -> None:
+    from modelgate import control
+
+    body = {"metadata": {"namespace": "ns", "name": "iris"},
+            "status": {"phase": "Progressing", "message": "m",
+                       "canary": {"version": "2", "weight": 60},
+                       "analysis": {"decision": "continue", "reason": "waiting",
+                                    "canaryRate": 4.1, "metrics": [
+                                        {"name": "error-rate", "verdict": "continue",
+                                         "stable": {"value": 0.005, "samples": 900},
+                                         "canary": {"value": 0.006, "samples": 900},
+                                         "secondsToDecision": 720.0,
+                                         "requiredSamples": 2952},
+                                        {"name": "latency-p99", "verdict": "pass",
+                                         "stable": {"value": 0.06, "samples": 900},
+                                         "canary": {"value": 0.061, "samples": 900}}]}}}
+    text = control._summary(body, detail=True)
+    assert ("a verdict in about 12 minutes more at 4.1 req/s to the canary (about 2952 more "
+            "canary samples)") in text
+    assert text.count("a verdict in") == 1

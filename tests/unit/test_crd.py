@@ -1,4 +1,5 @@
-"""The CRD: contract 2 of DESIGN.md, a schema that teaches the API, examples that pass it."""
+"""The CRD (docs/architecture.md, contract 2): a schema that teaches the API, examples that
+pass it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 from support import crd
 
 from modelgate import api
+from modelgate.core import resource
 
 
 def _walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -24,14 +26,14 @@ def _walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any
 def test_crd_names_follow_the_contract() -> None:
     spec = crd.crd()["spec"]
     assert crd.crd()["metadata"]["name"] == "modeldeployments.modelgate.dev"
-    assert spec["group"] == api.GROUP
+    assert spec["group"] == resource.GROUP
     assert spec["scope"] == "Namespaced"
-    assert spec["names"]["kind"] == api.KIND
-    assert spec["names"]["plural"] == api.PLURAL
+    assert spec["names"]["kind"] == resource.KIND
+    assert spec["names"]["plural"] == resource.PLURAL
     assert set(spec["names"]["shortNames"]) == {"md", "mdep"}
     assert "modelgate" in spec["names"]["categories"]
     [version] = spec["versions"]
-    assert version["name"] == api.VERSION
+    assert version["name"] == resource.VERSION
     assert version["served"]
     assert version["storage"]
     assert version["subresources"] == {"status": {}}

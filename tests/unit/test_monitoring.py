@@ -32,7 +32,7 @@ def test_the_alert_rules_pass_their_promtool_unit_test() -> None:
 
 
 def test_the_dashboard_queries_only_metrics_modelgate_exports() -> None:
-    from modelgate.handlers import metrics as operator_metrics
+    from modelgate import operator_metrics
     from modelgate_serving import metrics as serving_metrics
 
     dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from support.cluster import FakeCluster
 
 from modelgate import status
 from modelgate.core.analysis import PodScrape, Role, Sample, Window, fold, observe
@@ -72,7 +73,7 @@ def test_status_round_trips_a_rollout_in_flight() -> None:
         canary=CanaryState(model=model, started_at=2000.0, step_index=2, step_started_at=2010.0,
                            desired_weight=50, weight=50, held="why", paused=True,
                            last_analysis_at=2020.0, provider_errors=1,
-                           window=fold(TAPE, at=30)),
+                           window=fold(TAPE, at=30), passed=("error-rate",)),
         rejected=(Rejection(model_hash="h", version="v0", sha256=None, reason="r", at=900.0),),
         history=(HistoryEntry(version="v1", outcome=Outcome.PROMOTED, reason="ok", at=990.0),),
         conditions=(Condition(type="Ready", status="True", reason="Available", message="x",
@@ -108,49 +109,33 @@ def test_status_written_as_merge_patches_over_an_older_status_reads_back_the_new
     assert status.state_from_status(patched) == newer
 
 
-class _FakeCluster:
-    def __init__(self) -> None:
-        self.events: list[str] = []
-        self.status_writes = 0
-
-    def get_deployment(self, namespace: str, name: str) -> None:
-        return None
-
-    def get_service(self, namespace: str, name: str) -> None:
-        return None
-
-    def post_event(self, body: object, reason: str, message: str, *, warning: bool) -> None:
-        self.events.append(reason)
-
-    def patch_status(self, namespace: str, name: str, new_status: object) -> None:
-        self.status_writes += 1
-
-
 def test_an_unreadable_status_holds_everything_and_writes_nothing() -> None:
-    from modelgate.handlers.reconcile import reconcile
+    from modelgate.reconcile import reconcile
     from modelgate.settings import OperatorSettings
 
-    cluster = _FakeCluster()
+    cluster = FakeCluster()
     body = {"metadata": {"name": "iris", "namespace": "ml", "generation": 2},
             "spec": {"model": {"version": "v2", "uri": "file:///m"}},
             "status": {"stable": {"version": "v1", "uri": "file:///v1", "since": "garbage"}}}
-    result = reconcile(cluster, OperatorSettings(), body, now=5000.0)  # type: ignore[arg-type]
+    result = reconcile(cluster, OperatorSettings(), body, now=5000.0)
     assert result.status is None
-    assert cluster.status_writes == 0
+    assert cluster.statuses == []
     assert cluster.events == ["StatusUnreadable"]
 
 
 def test_an_image_outside_the_allowlist_is_an_invalid_spec_and_nothing_is_deployed() -> None:
-    from modelgate.handlers.reconcile import reconcile
+    from modelgate.reconcile import reconcile
     from modelgate.settings import OperatorSettings
 
-    cluster = _FakeCluster()  # it has no create or patch: any write would raise
+    cluster = FakeCluster()
     body = {"metadata": {"name": "iris", "namespace": "ml", "generation": 1, "uid": "u1"},
             "spec": {"model": {"version": "v1", "uri": "file:///m"},
                      "serving": {"image": "docker.io/attacker/miner:latest"}}}
     settings = OperatorSettings(image_allowlist=("registry.example.com/modelgate/*",))
-    result = reconcile(cluster, settings, body, now=5000.0)  # type: ignore[arg-type]
+    result = reconcile(cluster, settings, body, now=5000.0)
     assert result.status is not None
     assert result.status["phase"] == "Degraded"
+    assert cluster.deployments == {}
+    assert cluster.services == {}
     assert "is not in this operator's image allowlist" in result.status["message"]
     assert cluster.events == ["InvalidSpec"]

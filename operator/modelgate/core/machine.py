@@ -9,16 +9,27 @@ restarted operator continues.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from modelgate.core import steps as program
-from modelgate.core.analysis import AnalysisRecord, Decision, PodScrape, Role, Verdict, judge
-from modelgate.core.analysis.observations import MODEL_INFO, REQUESTS
+from modelgate.core.analysis import (
+    AnalysisDecision,
+    AnalysisRecord,
+    PodScrape,
+    Role,
+    Verdict,
+    final_decision,
+    judge,
+)
+from modelgate.core.analysis.checks import duration_words
+from modelgate.core.analysis.observations import MODEL_INFO, REQUESTS, custom_values
+from modelgate.core.durations import format_seconds
 from modelgate.core.manifests import model_hash
 from modelgate.core.state import (
     ArmPlan,
     CanaryState,
     Condition,
+    Decision,
     Event,
     HistoryEntry,
     Observed,
@@ -27,13 +38,11 @@ from modelgate.core.state import (
     RolloutState,
     StableState,
 )
-from modelgate.core.state import Decision as TickDecision
 from modelgate.core.types import (
     AnalysisGate,
     ModelDeploymentSpec,
     ModelSource,
     OnFailure,
-    OnInconclusive,
     Pause,
     Phase,
     Promotion,
@@ -56,7 +65,7 @@ def wants_scrape(spec: ModelDeploymentSpec, state: RolloutState, now: float) -> 
 
 
 def decide_invalid(state: RolloutState, observed: Observed, problems: list[str],
-                   now: float) -> TickDecision:
+                   now: float) -> Decision:
     """A spec modelgate cannot act on: say so, and leave what is serving as it is."""
     message = "the spec cannot be acted on: " + "; ".join(problems)
     events = () if state.phase is Phase.DEGRADED and state.message == message else (
@@ -66,12 +75,12 @@ def decide_invalid(state: RolloutState, observed: Observed, problems: list[str],
     new_state = replace(state, phase=Phase.DEGRADED, message=message,
                         observed_generation=observed.generation, spec_hash=observed.spec_hash,
                         conditions=conditions)
-    return TickDecision(state=new_state, stable=None, canary=None, events=events,
+    return Decision(state=new_state, stable=None, canary=None, events=events,
                         keep_children=True)
 
 
 def decide_conflict(state: RolloutState, observed: Observed, conflicts: list[str],
-                    now: float) -> TickDecision:
+                    now: float) -> Decision:
     """Children's names are taken by objects modelgate does not control: touch nothing, hold
     the rollout where it is, and say which names (a NameConflict condition and Event)."""
     message = "; ".join(conflicts)
@@ -79,12 +88,12 @@ def decide_conflict(state: RolloutState, observed: Observed, conflicts: list[str
     conditions = _set_condition(state.conditions, "NamesAvailable", False, "NameConflict",
                                 message, now, observed.generation)
     new_state = replace(state, message=message, conditions=conditions)
-    return TickDecision(state=new_state, stable=None, canary=None, events=events,
-                        keep_children=True)
+    return Decision(state=new_state, stable=None, canary=None, events=events,
+                    keep_children=True)
 
 
 def decide(spec: ModelDeploymentSpec, state: RolloutState, observed: Observed,
-           now: float) -> TickDecision:
+           now: float) -> Decision:
     """One tick of the rollout of a valid spec."""
     tick = _Tick(spec, state, observed, now)
     tick.run()
@@ -109,28 +118,33 @@ class _Tick:
     def emit(self, reason: str, message: str, *, warning: bool = False) -> None:
         self.events.append(Event(reason, message, warning))
 
-    def set(self, **changes: object) -> None:
-        self.state = replace(self.state, **changes)  # type: ignore[arg-type]
+    def report(self, phase: Phase, message: str) -> None:
+        self.state = replace(self.state, phase=phase, message=message)
 
-    def set_canary(self, **changes: object) -> None:
-        assert self.state.canary is not None
-        self.set(canary=replace(self.state.canary, **changes))  # type: ignore[arg-type]
+    def put_canary(self, canary: CanaryState | None) -> None:
+        self.state = replace(self.state, canary=canary)
+
+    def running_canary(self) -> CanaryState:
+        canary = self.state.canary
+        assert canary is not None, "called only while a canary is in flight"
+        return canary
 
     def condition(self, kind: str, status: bool, reason: str, message: str) -> None:
-        self.set(conditions=_set_condition(self.state.conditions, kind, status, reason, message,
-                                           self.now, self.observed.generation))
+        conditions = _set_condition(self.state.conditions, kind, status, reason, message,
+                                    self.now, self.observed.generation)
+        self.state = replace(self.state, conditions=conditions)
 
     def new_request(self, kind: str) -> str | None:
         """A control token not yet acted on, marked as handled."""
         token = getattr(self.observed.controls, kind)
         if not token or token == getattr(self.state.controls, kind):
             return None
-        self.set(controls=replace(self.state.controls, **{kind: token}))
+        self.state = replace(self.state, controls=replace(self.state.controls, **{kind: token}))
         return str(token)
 
     def history(self, version: str, outcome: Outcome, reason: str) -> None:
         entry = HistoryEntry(version=version, outcome=outcome, reason=reason, at=self.now)
-        self.set(history=(*self.state.history, entry)[-HISTORY_LIMIT:])
+        self.state = replace(self.state, history=(*self.state.history, entry)[-HISTORY_LIMIT:])
 
     # --- the tick ---------------------------------------------------------------------------
 
@@ -143,8 +157,8 @@ class _Tick:
             self.emit("NameConflictResolved", "the children's names are free or ours again")
             self.condition("NamesAvailable", True, "Available",
                            "every child's name is free or controlled by this ModelDeployment")
-        self.set(observed_generation=self.observed.generation,
-                 spec_hash=self.observed.spec_hash)
+        self.state = replace(self.state, observed_generation=self.observed.generation,
+                             spec_hash=self.observed.spec_hash)
         if self.state.stable is None:
             self.first_deploy()
             if self.state.stable is None:
@@ -165,14 +179,14 @@ class _Tick:
         observed = self.observed.stable
         if observed is not None and observed.model_hash == model_hash(initial) and (
                 observed.settled and observed.ready >= min(self.total, 1)):
-            self.set(stable=StableState(model=initial, since=self.now))
+            self.state = replace(self.state, stable=StableState(model=initial, since=self.now))
             how = ("as the declared baseline" if self.spec.baseline
                    else "directly: nothing served before")
             self.emit("Deployed", f"version {initial.version} deployed {how}")
             return
         ready = observed.ready if observed is not None else 0
-        self.set(phase=Phase.PENDING,
-                 message=f"deploying version {initial.version}: {ready}/{self.total} pods ready")
+        self.report(Phase.PENDING,
+                    f"deploying version {initial.version}: {ready}/{self.total} pods ready")
         self.condition("Ready", False, "Deploying", self.state.message)
         self.condition("Progressing", True, "Deploying", self.state.message)
 
@@ -183,7 +197,7 @@ class _Tick:
                   f"{canary.model.version} was removed before a decision")
         self.history(canary.model.version, Outcome.SUPERSEDED, reason)
         self.emit("Superseded", reason)
-        self.set(canary=None)
+        self.put_canary(None)
 
     def without_canary(self, target: ModelSource) -> None:
         stable = self.state.stable
@@ -197,22 +211,22 @@ class _Tick:
             return
         rejection = next((r for r in self.state.rejected if r.model_hash == target_hash), None)
         if rejection is not None and retry is None:
-            self.set(phase=Phase.ROLLED_BACK, message=(
+            self.report(Phase.ROLLED_BACK, (
                 f"version {target.version} was rolled back ({rejection.reason}); version "
                 f"{stable.model.version} serves all traffic. Change spec.model or run "
                 f"`modelgate retry {self.spec.name}` to try it again"))
             self.ready_condition()
             return
         if rejection is not None:
-            self.set(rejected=tuple(r for r in self.state.rejected if r is not rejection))
+            self.state = replace(self.state, rejected=tuple(
+                r for r in self.state.rejected if r is not rejection))
             self.emit("Retry", f"retrying version {target.version}, as a person asked")
         self.start_canary(target)
 
     def healthy(self) -> None:
         stable = self.state.stable
         assert stable is not None
-        self.set(phase=Phase.HEALTHY,
-                 message=f"version {stable.model.version} serves all traffic")
+        self.report(Phase.HEALTHY, f"version {stable.model.version} serves all traffic")
         self.ready_condition()
         self.condition("Progressing", False, "Stable", self.state.message)
 
@@ -233,7 +247,7 @@ class _Tick:
     def start_canary(self, target: ModelSource) -> None:
         stable = self.state.stable
         assert stable is not None
-        self.set(canary=CanaryState(model=target, started_at=self.now, step_index=0,
+        self.put_canary(CanaryState(model=target, started_at=self.now, step_index=0,
                                     step_started_at=self.now))
         message = (f"canary rollout of version {target.version} started against stable "
                    f"{stable.model.version}")
@@ -243,43 +257,59 @@ class _Tick:
     # --- a canary in flight -----------------------------------------------------------------
 
     def with_canary(self) -> None:
+        """A canary in flight: each step either ends this tick's work (True) or passes on."""
         self.observe_weight()
-        if self.state.canary is not None and self.state.canary.promoting:
+        if self.running_canary().promoting:
             self.finish_promotion()
             return
-        if self.new_request("abort") is not None:
-            self.roll_back("aborted by a person (modelgate.dev/abort)", Outcome.ABORTED)
-            return
-        if self.new_request("promote") is not None:
-            self.begin_promotion("promoted by a person (modelgate.dev/promote), skipping the "
-                                 "remaining steps")
+        if self.abort_requested() or self.promote_requested():
             return
         self.new_request("retry")  # nothing rejected to retry while a canary runs
-        if self.analyse():
+        if self.analyse() or self.paused_by_person() or self.still_held():
             return
-        canary = self.state.canary
-        assert canary is not None
+        self.advance()
+
+    def abort_requested(self) -> bool:
+        if self.new_request("abort") is None:
+            return False
+        self.roll_back("aborted by a person (modelgate.dev/abort)", Outcome.ABORTED)
+        return True
+
+    def promote_requested(self) -> bool:
+        if self.new_request("promote") is None:
+            return False
+        self.begin_promotion("promoted by a person (modelgate.dev/promote), skipping the "
+                             "remaining steps")
+        return True
+
+    def paused_by_person(self) -> bool:
+        """Hold while the pause annotation is set; note when it is set and when removed."""
+        canary = self.running_canary()
         if self.observed.controls.paused:
             if not canary.paused:
                 self.emit("Paused", "paused by a person (modelgate.dev/paused)")
-                self.set_canary(paused=True)
+                self.put_canary(replace(canary, paused=True))
             self.hold_message("paused by a person (modelgate.dev/paused); "
                               f"`modelgate resume {self.spec.name}` continues")
-            return
+            return True
         if canary.paused:
             self.emit("Resumed", "resumed by a person")
-            self.set_canary(paused=False)
-        if canary.held is not None:
-            self.hold_message(canary.held)
-            return
-        self.advance()
+            self.put_canary(replace(canary, paused=False))
+        return False
+
+    def still_held(self) -> bool:
+        held = self.running_canary().held
+        if held is None:
+            return False
+        self.hold_message(held)
+        return True
 
     def observe_weight(self) -> None:
         stable = self.observed.stable
         canary_arm = self.observed.canary
         weight = program.achieved_weight(stable.ready if stable else 0,
                                          canary_arm.ready if canary_arm else 0)
-        self.set_canary(weight=weight)
+        self.put_canary(replace(self.running_canary(), weight=weight))
 
     def analyse(self) -> bool:
         """Fold this tick's scrape into the window and judge; True if the rollout ended or
@@ -302,7 +332,8 @@ class _Tick:
             errors = 0
         else:
             errors += 1
-        self.set_canary(window=window, provider_errors=errors, last_analysis_at=self.now)
+        self.put_canary(replace(canary, window=window, provider_errors=errors,
+                                last_analysis_at=self.now))
         step = self.spec.rollout.steps[canary.step_index] \
             if canary.step_index < len(self.spec.rollout.steps) else None
         gate_deadline = None
@@ -314,24 +345,29 @@ class _Tick:
                        window.observation(t) if scrape.error is None else None, t,
                        max_duration_seconds=gate_deadline, provider_error=scrape.error,
                        consecutive_provider_errors=errors,
-                       custom_values=None)
+                       custom_values=None if scrape.error is not None
+                       else custom_values(self.spec.analysis, scrape.custom_values),
+                       passed=canary.passed)
         self.record = record
-        if record.decision is Decision.ROLLBACK:
+        if record.passed != canary.passed:
+            self.put_canary(replace(self.running_canary(), passed=record.passed))
+        if record.decision is AnalysisDecision.ROLLBACK:
             if self.spec.rollout.on_failure is OnFailure.PAUSE:
                 self.hold(f"held for a person (onFailure: pause): {record.reason}")
                 return True
             self.roll_back(record.reason, Outcome.ROLLED_BACK)
             return True
-        if record.decision is Decision.INCONCLUSIVE:
-            policy = self.spec.analysis.on_inconclusive
+        if record.decision is AnalysisDecision.INCONCLUSIVE:
+            # the spec's onInconclusive policy, as the judge's final_decision applies it
+            policy = self.spec.analysis.on_inconclusive.value
             why = f"the analysis is inconclusive: {record.reason}"
-            if policy is OnInconclusive.ROLLBACK:
-                self.roll_back(f"{why} (onInconclusive: rollback)", Outcome.ROLLED_BACK)
-                return True
-            if policy is OnInconclusive.PROMOTE:
-                self.begin_promotion(f"{why} (onInconclusive: promote)")
-                return True
-            self.hold(f"held for a person (onInconclusive: pause): {record.reason}")
+            decision = final_decision(record, self.spec.analysis.on_inconclusive)
+            if decision is AnalysisDecision.ROLLBACK:
+                self.roll_back(f"{why} (onInconclusive: {policy})", Outcome.ROLLED_BACK)
+            elif decision is AnalysisDecision.PROMOTE:
+                self.begin_promotion(f"{why} (onInconclusive: {policy})")
+            else:
+                self.hold(f"held for a person (onInconclusive: {policy}): {record.reason}")
             return True
         return False
 
@@ -340,84 +376,58 @@ class _Tick:
         assert canary is not None
         if canary.held is None:
             self.emit("Held", why, warning=True)
-        self.set_canary(held=why)
+        self.put_canary(replace(canary, held=why))
         self.hold_message(why)
 
     def hold_message(self, why: str) -> None:
         canary = self.state.canary
         assert canary is not None
-        self.set(phase=Phase.PAUSED, message=f"canary {canary.model.version} at "
-                 f"{canary.weight}%: {why}")
+        self.report(Phase.PAUSED, f"canary {canary.model.version} at {canary.weight}%: {why}")
         self.condition("Progressing", True, "Paused", self.state.message)
         self.ready_condition()
 
     def advance(self) -> None:
         """Run the step program as far as it can go this tick."""
         steps = self.spec.rollout.steps
-        for _ in range(len(steps) + 1):
-            canary = self.state.canary
-            assert canary is not None
+        while (canary := self.running_canary()).step_index < len(steps):
             index = canary.step_index
-            if index >= len(steps):
-                if self.spec.rollout.promotion is Promotion.MANUAL:
-                    why = (f"every step is done; waiting for a person to promote "
-                           f"(`modelgate promote {self.spec.name}`)")
-                    if canary.held != why:
-                        self.emit("AwaitingPromotion", why)
-                    self.set_canary(held=why)
-                    self.hold_message(why)
-                    return
-                self.begin_promotion("every step passed")
-                return
             step = steps[index]
-            done, waiting = self.step_done(step, canary)
-            if not done:
-                self.progress_message(index, step, waiting)
+            if isinstance(step, SetWeight) and canary.desired_weight != step.weight:
+                canary = replace(canary, desired_weight=step.weight)
+                self.put_canary(canary)
+            check = step_check(step, canary, self.observed, self.record, self.total, self.now,
+                               self.spec.name)
+            if not check.done:
+                self.progress_message(index, step, check.waiting)
                 return
-            self.set_canary(step_index=index + 1, step_started_at=self.now)
+            if isinstance(step, AnalysisGate) and self.record is not None:
+                self.emit("AnalysisPassed", self.record.reason)
+            self.put_canary(replace(canary, step_index=index + 1, step_started_at=self.now))
             self.emit("StepCompleted", f"step {index + 1}/{len(steps)} "
                       f"({program.describe(step)}) done")
+        self.every_step_done()
 
-    def step_done(self, step: Step, canary: CanaryState) -> tuple[bool, str]:
-        if isinstance(step, SetWeight):
-            split = program.replica_split(self.total, step.weight)
-            if canary.desired_weight != step.weight:
-                self.set_canary(desired_weight=step.weight)
-            stable = self.observed.stable
-            arm = self.observed.canary
-            settled = (arm is not None and arm.settled and arm.replicas == split.canary
-                       and arm.ready >= split.canary
-                       and (split.stable == 0 or (stable is not None and stable.replicas
-                                                  == split.stable and stable.current
-                                                  == split.stable)))
-            if split.canary == 0:
-                settled = True
-            return settled, (f"waiting for {split.canary} canary and {split.stable} stable "
-                             "pods to be ready")
-        if isinstance(step, Pause):
-            if step.duration_seconds is None:
-                why = (f"paused until a person promotes (`modelgate promote "
-                       f"{self.spec.name}`)")
-                return False, why
-            left = step.duration_seconds - (self.now - canary.step_started_at)
-            return left <= 0, f"pausing, {program.format_seconds(max(left, 0.0))} left"
-        assert isinstance(step, AnalysisGate)
-        last = canary.last_analysis_at
-        if self.record is not None and self.record.decision is Decision.PROMOTE and (
-                last is not None and last >= canary.step_started_at):
-            self.emit("AnalysisPassed", self.record.reason)
-            return True, ""
-        return False, "waiting for the analysis to pass"
+    def every_step_done(self) -> None:
+        canary = self.running_canary()
+        if self.spec.rollout.promotion is Promotion.MANUAL:
+            why = (f"every step is done; waiting for a person to promote "
+                   f"(`modelgate promote {self.spec.name}`)")
+            if canary.held != why:
+                self.emit("AwaitingPromotion", why)
+            self.put_canary(replace(canary, held=why))
+            self.hold_message(why)
+            return
+        self.begin_promotion("every step passed")
 
     def progress_message(self, index: int, step: Step, waiting: str) -> None:
         canary = self.state.canary
         assert canary is not None
         analysis = self._analysis_summary()
         indefinite = isinstance(step, Pause) and step.duration_seconds is None
-        self.set(phase=Phase.PAUSED if indefinite else Phase.PROGRESSING,
-                 message=(f"canary {canary.model.version} at {canary.weight}% (step "
-                          f"{index + 1}/{len(self.spec.rollout.steps)}: "
-                          f"{program.describe(step)}): {waiting}{analysis}"))
+        self.report(Phase.PAUSED if indefinite else Phase.PROGRESSING,
+                    f"canary {canary.model.version} at {canary.weight}% (step {index + 1}/"
+                    f"{len(self.spec.rollout.steps)}: {program.describe(step)}): "
+                    f"{waiting}{analysis}")
         self.condition("Progressing", True, "Paused" if indefinite else "RolloutInProgress",
                        self.state.message)
         self.ready_condition()
@@ -425,12 +435,12 @@ class _Tick:
     def _analysis_summary(self) -> str:
         """The last analysis in a few words (this tick's, or the one kept in status)."""
         if self.record is not None:
-            metrics = [(m.name, m.verdict.value, m.required_samples, m.canary.samples)
-                       for m in self.record.metrics]
+            metrics = [(m.name, m.verdict.value, m.required_samples, m.canary.samples,
+                        m.seconds_to_decision) for m in self.record.metrics]
         elif self.state.analysis and self.state.canary is not None and \
                 self.state.canary.last_analysis_at is not None:
             metrics = [(str(m.get("name")), str(m.get("verdict")), m.get("requiredSamples"),
-                        (m.get("canary") or {}).get("samples", 0))
+                        (m.get("canary") or {}).get("samples", 0), m.get("secondsToDecision"))
                        for m in self.state.analysis.get("metrics", [])]
         else:
             return ""
@@ -442,10 +452,10 @@ class _Tick:
     def begin_promotion(self, why: str) -> None:
         canary = self.state.canary
         assert canary is not None
-        self.set_canary(promoting=True, held=None)
+        self.put_canary(replace(canary, promoting=True, held=None))
         message = f"promoting version {canary.model.version}: {why}"
         self.emit("Promoting", message)
-        self.set(phase=Phase.PROGRESSING, message=message)
+        self.report(Phase.PROGRESSING, message)
         self.condition("Progressing", True, "Promoting", message)
 
     def finish_promotion(self) -> None:
@@ -455,7 +465,8 @@ class _Tick:
         if arm is not None and arm.model_hash == model_hash(canary.model) and arm.settled \
                 and arm.replicas == self.total and arm.ready >= self.total:
             reason = "promoted: stable now serves it after a rolling update"
-            self.set(stable=StableState(model=canary.model, since=self.now), canary=None)
+            self.state = replace(self.state, stable=StableState(model=canary.model, since=self.now),
+                                 canary=None)
             self.history(canary.model.version, Outcome.PROMOTED, reason)
             self.emit("Promoted", f"version {canary.model.version} is stable and serves all "
                       "traffic")
@@ -468,7 +479,7 @@ class _Tick:
         updated = arm.updated if arm is not None else 0
         message = (f"promoting version {canary.model.version}: stable rolling update, "
                    f"{updated}/{self.total} pods updated")
-        self.set(phase=Phase.PROGRESSING, message=message)
+        self.report(Phase.PROGRESSING, message)
         self.condition("Progressing", True, "Promoting", message)
 
     def roll_back(self, reason: str, outcome: Outcome) -> None:
@@ -479,12 +490,13 @@ class _Tick:
         rejection = Rejection(model_hash=model_hash(canary.model), version=canary.model.version,
                               sha256=canary.model.sha256, reason=reason, at=self.now)
         rejected = tuple(r for r in self.state.rejected if r.model_hash != rejection.model_hash)
-        self.set(canary=None, rejected=(*rejected, rejection)[-REJECTED_LIMIT:])
+        self.state = replace(self.state, canary=None,
+                             rejected=(*rejected, rejection)[-REJECTED_LIMIT:])
         self.history(canary.model.version, outcome, reason)
         message = (f"version {canary.model.version} rolled back: {reason}; version "
                    f"{stable.model.version} serves all traffic")
         self.emit("RolledBack", message, warning=True)
-        self.set(phase=Phase.ROLLED_BACK, message=message)
+        self.report(Phase.ROLLED_BACK, message)
         self.condition("RolledBack", True, outcome.value, message)
         self.condition("Promoted", False, outcome.value, message)
         self.condition("Progressing", False, outcome.value, message)
@@ -507,10 +519,49 @@ class _Tick:
         split = program.replica_split(self.total, canary.desired_weight)
         return ArmPlan(state.stable.model, split.stable), ArmPlan(canary.model, split.canary)
 
-    def finish(self) -> TickDecision:
+    def finish(self) -> Decision:
         stable, canary = self.plans()
-        return TickDecision(state=self.state, stable=stable, canary=canary,
+        return Decision(state=self.state, stable=stable, canary=canary,
                             events=tuple(self.events), record=self.record)
+
+
+@dataclass(frozen=True)
+class StepCheck:
+    """Whether the current step is done, and if not, what it waits for."""
+
+    done: bool
+    waiting: str = ""
+    """For the status message while not done."""
+
+
+def step_check(step: Step, canary: CanaryState, observed: Observed,
+               record: AnalysisRecord | None, total: int, now: float, name: str) -> StepCheck:
+    """Whether `step` is complete, from status, the cluster and this tick's analysis alone.
+
+    A predicate: it changes nothing and emits nothing (the caller records the step's end),
+    so it can be asked at any moment and gives the same answer for the same inputs.
+    """
+    if isinstance(step, SetWeight):
+        split = program.replica_split(total, step.weight)
+        arm, stable = observed.canary, observed.stable
+        settled = split.canary == 0 or (
+            arm is not None and arm.settled and arm.replicas == split.canary
+            and arm.ready >= split.canary
+            and (split.stable == 0 or (stable is not None and stable.replicas == split.stable
+                                       and stable.current == split.stable)))
+        return StepCheck(settled, f"waiting for {split.canary} canary and {split.stable} "
+                         "stable pods to be ready")
+    if isinstance(step, Pause):
+        if step.duration_seconds is None:
+            return StepCheck(False, f"paused until a person promotes (`modelgate promote "
+                             f"{name}`)")
+        left = step.duration_seconds - (now - canary.step_started_at)
+        return StepCheck(left <= 0, f"pausing, {format_seconds(max(left, 0.0))} left")
+    assert isinstance(step, AnalysisGate)
+    last = canary.last_analysis_at
+    passed = (record is not None and record.decision is AnalysisDecision.PROMOTE
+              and last is not None and last >= canary.step_started_at)
+    return StepCheck(passed, "" if passed else "waiting for the analysis to pass")
 
 
 def _serves(scrape: PodScrape, version: str) -> bool:
@@ -524,7 +575,12 @@ def _serves(scrape: PodScrape, version: str) -> bool:
     return True
 
 
-def _needs(name: str, verdict: str, required: int | None, samples: int) -> str:
+def _needs(name: str, verdict: str, required: int | None, samples: int,
+           seconds: float | None) -> str:
+    if required and seconds is not None:
+        return (f"{name}: {verdict}, needs about {required} more canary samples (has "
+                f"{samples}): a verdict in about {duration_words(seconds)} at the current "
+                "traffic")
     if required:
         return f"{name}: {verdict}, needs about {required} more canary samples (has {samples})"
     return f"{name}: {verdict}"

@@ -14,10 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from modelgate.core.resource import API_VERSION, KIND
 from modelgate.core.types import ModelDeploymentSpec, ModelSource
 
-GROUP_VERSION = "modelgate.dev/v1alpha1"
-KIND = "ModelDeployment"
 ROLE_LABEL = "modelgate.dev/role"
 VERSION_LABEL = "modelgate.dev/version"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
@@ -71,7 +70,7 @@ def _digest(value: Any) -> str:
 
 
 def owner_reference(owner: Owner) -> dict[str, Any]:
-    return {"apiVersion": GROUP_VERSION, "kind": KIND, "name": owner.name, "uid": owner.uid,
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": owner.name, "uid": owner.uid,
             "controller": True, "blockOwnerDeletion": True}
 
 

@@ -2,7 +2,7 @@
 of the cluster this tick, and what it decided.
 
 Everything a restarted operator needs to continue is in `RolloutState` (written to status
-once per tick by `modelgate.api`), or can be seen again in the cluster (`Observed`). Times are
+once per tick by `modelgate.status`), or can be seen again in the cluster (`Observed`). Times are
 seconds since the epoch, always passed in; the core never reads a clock.
 """
 
@@ -59,6 +59,8 @@ class CanaryState:
     last_analysis_at: float | None = None
     provider_errors: int = 0
     window: Window = field(default_factory=Window)
+    passed: tuple[str, ...] = ()
+    """Metrics that passed at some look of this analysis (a pass stands; see judge)."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ class Condition:
 
 @dataclass(frozen=True)
 class Controls:
-    """The last request token of each kind already acted on (see modelgate.api.CONTROL_*)."""
+    """The last request token of each kind already acted on (the annotations are in
+    modelgate.control_annotations)."""
 
     promote: str | None = None
     abort: str | None = None
@@ -116,12 +119,6 @@ class RolloutState:
     controls: Controls = Controls()
     analysis: Mapping[str, Any] | None = None
     """The last decision record, as written to status (kept as it was between analyses)."""
-
-    def condition(self, kind: str) -> Condition | None:
-        for condition in self.conditions:
-            if condition.type == kind:
-                return condition
-        return None
 
 
 @dataclass(frozen=True)
@@ -155,6 +152,9 @@ class ScrapeResult:
 
     scrapes: tuple[PodScrape, ...] = ()
     error: str | None = None
+    custom_values: Mapping[str, float] = field(default_factory=dict)
+    """The canary's value of each prometheus (threshold) metric the provider could read, by
+    metric name; a provider that reads none leaves it empty (those metrics hold, no data)."""
 
 
 @dataclass(frozen=True)

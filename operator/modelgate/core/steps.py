@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from modelgate.core.durations import format_seconds
 from modelgate.core.types import AnalysisGate, Pause, SetWeight, Step
 
 
@@ -19,15 +20,6 @@ class Split:
 
     stable: int
     canary: int
-
-
-def weight_at(steps: tuple[Step, ...], index: int) -> int:
-    """The canary weight in force at step `index`: the last setWeight at or before it."""
-    weight = 0
-    for step in steps[: index + 1]:
-        if isinstance(step, SetWeight):
-            weight = step.weight
-    return weight
 
 
 def replica_split(total: int, weight: int) -> Split:
@@ -66,15 +58,3 @@ def describe(step: Step) -> str:
         return f"pause {format_seconds(step.duration_seconds)}"
     assert isinstance(step, AnalysisGate)
     return "analysis"
-
-
-def format_seconds(seconds: float) -> str:
-    """30 -> "30s", 90 -> "1m30s", 3600 -> "1h"."""
-    whole = round(seconds)
-    if abs(seconds - whole) > 1e-9 or whole == 0:
-        return f"{seconds:g}s"
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "",
-             f"{secs}s" if secs else ""]
-    return "".join(parts)

@@ -8,10 +8,10 @@ None, never a sentinel.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum
 
 
-class Phase(StrEnum):
+class Phase(str, Enum):
     """Where a ModelDeployment's rollout stands (status.phase)."""
 
     PENDING = "Pending"
@@ -30,7 +30,7 @@ class Phase(StrEnum):
     stays as it was."""
 
 
-class ModelFormat(StrEnum):
+class ModelFormat(str, Enum):
     """How a model file is serialised."""
 
     SKOPS = "skops"
@@ -39,7 +39,7 @@ class ModelFormat(StrEnum):
     """joblib (pickle): can run arbitrary code while loading; only for trusted files."""
 
 
-class BatchingMode(StrEnum):
+class BatchingMode(str, Enum):
     """Whether the server groups concurrent requests into one predict call."""
 
     AUTO = "auto"
@@ -50,7 +50,7 @@ class BatchingMode(StrEnum):
     """Never batch."""
 
 
-class Promotion(StrEnum):
+class Promotion(str, Enum):
     """What happens when the step program ends."""
 
     AUTOMATIC = "automatic"
@@ -59,7 +59,7 @@ class Promotion(StrEnum):
     """Hold (phase Paused) until a person promotes."""
 
 
-class OnFailure(StrEnum):
+class OnFailure(str, Enum):
     """What happens when a metric fails."""
 
     ROLLBACK = "rollback"
@@ -68,7 +68,7 @@ class OnFailure(StrEnum):
     """Hold the canary where it is for a person to abort or promote."""
 
 
-class OnInconclusive(StrEnum):
+class OnInconclusive(str, Enum):
     """What happens when an analysis reaches its maximum duration without a verdict."""
 
     PAUSE = "pause"
@@ -79,7 +79,7 @@ class OnInconclusive(StrEnum):
     """Roll the canary back."""
 
 
-class MetricType(StrEnum):
+class MetricType(str, Enum):
     """The kinds of check the judge knows."""
 
     ERROR_RATE = "errorRate"
@@ -94,7 +94,7 @@ class MetricType(StrEnum):
     """A user's PromQL query for the canary, against an absolute threshold range."""
 
 
-class ProviderType(StrEnum):
+class ProviderType(str, Enum):
     """Where metrics come from."""
 
     POD_SCRAPE = "podScrape"
@@ -103,7 +103,7 @@ class ProviderType(StrEnum):
     """Query a Prometheus server."""
 
 
-class RouterType(StrEnum):
+class RouterType(str, Enum):
     """How traffic is split."""
 
     REPLICAS = "replicas"
@@ -257,6 +257,9 @@ class AnalysisSpec:
     metrics: tuple[MetricSpec, ...]
     interval_seconds: float = 30.0
     alpha: float = 0.01
+    """Largest chance of rolling back a canary as good as stable, over the whole analysis."""
+    beta: float = 0.05
+    """Largest chance of promoting a canary worse than stable by a metric's tolerance."""
     min_samples: int = 100
     max_duration_seconds: float = 1800.0
     on_inconclusive: OnInconclusive = OnInconclusive.PAUSE
@@ -288,3 +291,4 @@ class ModelDeploymentSpec:
     router: RouterSpec = RouterSpec()
     baseline: ModelSource | None = None
     namespace: str | None = field(default=None, compare=False)
+

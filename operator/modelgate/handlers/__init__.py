@@ -14,10 +14,10 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from modelgate import api
-from modelgate.handlers import metrics
-from modelgate.handlers.reconcile import reconcile
+from modelgate import operator_metrics as metrics
+from modelgate.core import resource
 from modelgate.k8s import ApiException, Cluster
+from modelgate.reconcile import reconcile
 from modelgate.settings import OperatorSettings
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -54,7 +54,7 @@ def register(operator: OperatorSettings, registry: kopf.OperatorRegistry) -> Non
             start_http_server(operator.metrics_port)
             logger.info("operator metrics on :%d/metrics", operator.metrics_port)
 
-    @kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=operator.tick_seconds,
+    @kopf.timer(resource.GROUP, resource.VERSION, resource.PLURAL, interval=operator.tick_seconds,
                 sharp=False, backoff=operator.tick_seconds, registry=registry,
                 id="reconcile")
     def tick(body: kopf.Body, logger: Logger, **_: Any) -> None:

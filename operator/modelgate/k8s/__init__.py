@@ -18,11 +18,9 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from modelgate import api
-from modelgate.core import manifests
+from modelgate.core import manifests, resource
 
 MERGE_PATCH = "application/merge-patch+json"
-
 
 
 @dataclass(frozen=True)
@@ -69,27 +67,27 @@ class Cluster:
 
     def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any]:
         return dict(self._call("get", self.custom.get_namespaced_custom_object,
-                               api.GROUP, api.VERSION, namespace, api.PLURAL, name))
+                               resource.GROUP, resource.VERSION, namespace, resource.PLURAL, name))
 
     def list_model_deployments(self, namespace: str | None) -> list[dict[str, Any]]:
         if namespace:
             result = self._call("list", self.custom.list_namespaced_custom_object,
-                                api.GROUP, api.VERSION, namespace, api.PLURAL)
+                                resource.GROUP, resource.VERSION, namespace, resource.PLURAL)
         else:
             result = self._call("list", self.custom.list_cluster_custom_object,
-                                api.GROUP, api.VERSION, api.PLURAL)
+                                resource.GROUP, resource.VERSION, resource.PLURAL)
         return list(result.get("items", []))
 
     def annotate_model_deployment(self, namespace: str, name: str,
                                   annotations: Mapping[str, str | None]) -> None:
         """Set (or, with None, remove) annotations; never touches .spec."""
-        self._call("patch", self.custom.patch_namespaced_custom_object, api.GROUP, api.VERSION,
-                   namespace, api.PLURAL, name, {"metadata": {"annotations": dict(annotations)}},
-                   _content_type=MERGE_PATCH)
+        self._call("patch", self.custom.patch_namespaced_custom_object, resource.GROUP,
+                   resource.VERSION, namespace, resource.PLURAL, name,
+                   {"metadata": {"annotations": dict(annotations)}}, _content_type=MERGE_PATCH)
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self._call("patch", self.custom.patch_namespaced_custom_object_status, api.GROUP,
-                   api.VERSION, namespace, api.PLURAL, name, {"status": dict(status)},
+        self._call("patch", self.custom.patch_namespaced_custom_object_status, resource.GROUP,
+                   resource.VERSION, namespace, resource.PLURAL, name, {"status": dict(status)},
                    _content_type=MERGE_PATCH)
 
     def post_event(self, body: Mapping[str, Any], reason: str, message: str, *,
@@ -100,7 +98,7 @@ class Cluster:
         now = datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._call("create", self.core.create_namespaced_event, namespace, {
             "metadata": {"generateName": f"{metadata.get('name')}.", "namespace": namespace},
-            "involvedObject": {"apiVersion": f"{api.GROUP}/{api.VERSION}", "kind": api.KIND,
+            "involvedObject": {"apiVersion": resource.API_VERSION, "kind": resource.KIND,
                                "name": metadata.get("name"), "namespace": namespace,
                                "uid": metadata.get("uid")},
             "reason": reason, "message": message[:1024],

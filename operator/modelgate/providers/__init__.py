@@ -1,6 +1,7 @@
 """Metric providers: where the analysis gets both arms' numbers.
 
-One small Protocol, a factory that refuses an unknown type, one module per implementation.
+One small Protocol, a factory that refuses an unknown type, one module per implementation
+(`podscrape`, the default; `static`, for tests).
 A provider never decides anything: a failure is reported as a ScrapeResult with an error,
 which the judge treats as "provider down" (it holds; it never rolls back).
 """
@@ -20,6 +21,14 @@ class MetricProvider(Protocol):
 
     def collect(self, pods: Sequence[PodAddress], port: int, t: float) -> ScrapeResult:
         """Scrape every given pod; `t` is seconds since the canary started."""
+
+
+class ProviderFactory(Protocol):
+    """Makes the provider a spec asks for (`provider_for`; tests pass their own)."""
+
+    def __call__(self, spec: ProviderSpec, *, timeout_cap: float,
+                 concurrency: int) -> MetricProvider:
+        """The provider for `spec`; ProviderUnavailableError if there is none."""
 
 
 class ProviderUnavailableError(ValueError):

@@ -13,16 +13,29 @@ from modelgate.core.analysis.observations import (
     Sample,
 )
 from modelgate.core.analysis.records import (
+    AnalysisDecision,
     AnalysisRecord,
     ArmValue,
-    Decision,
     MetricRecord,
     Verdict,
 )
 from modelgate.core.analysis.window import Window, fold, observe
 
 __all__ = [
-    "AnalysisRecord", "ArmObservation", "ArmValue", "Decision", "Histogram", "MetricRecord",
-    "Observation", "PodScrape", "Role", "Sample", "Verdict", "Window", "final_decision", "fold",
-    "judge", "observe",
+    "AnalysisDecision",
+    "AnalysisRecord",
+    "ArmObservation",
+    "ArmValue",
+    "Histogram",
+    "MetricRecord",
+    "Observation",
+    "PodScrape",
+    "Role",
+    "Sample",
+    "Verdict",
+    "Window",
+    "final_decision",
+    "fold",
+    "judge",
+    "observe",
 ]

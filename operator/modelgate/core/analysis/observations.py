@@ -1,10 +1,10 @@
 """From scrapes of serving pods to what each arm did over the analysis window.
 
-A scrape is one pod's metrics at one moment (the serving metrics of DESIGN contract 4, already
-parsed into samples). Counters only grow, except when a pod restarts; histograms are counters
-per bucket. For each pod the increase over the window is summed over consecutive scrapes, a
-drop being read as a restart (the new value is all new counts), as Prometheus' increase() does.
-Pods of an arm are summed, so pods may come and go.
+A scrape is one pod's metrics at one moment (the serving metrics of docs/architecture.md,
+contract 4, already parsed into samples). Counters only grow, except when a pod restarts;
+histograms are counters per bucket. For each pod the increase over the window is summed over
+consecutive scrapes, a drop being read as a restart (the new value is all new counts), as
+Prometheus' increase() does. Pods of an arm are summed, so pods may come and go.
 
 The window is the same for both arms: it starts when both have been scraped. A pod seen by then
 contributes only what it counted afterwards, so a stable pod's history from before the canary
@@ -22,6 +22,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+
+from modelgate.core.types import AnalysisSpec, MetricType
 
 REQUESTS = "modelgate_requests_total"
 DURATION_BUCKET = "modelgate_request_duration_seconds_bucket"
@@ -112,6 +114,12 @@ class Observation:
     t: float
     stable: ArmObservation
     canary: ArmObservation
+    since: float = 0.0
+    """Seconds since the canary started at which the window began (both arms scraped)."""
+
+    @property
+    def window_seconds(self) -> float:
+        return max(self.t - self.since, 0.0)
 
     def arm(self, role: Role) -> ArmObservation:
         return self.stable if role is Role.STABLE else self.canary
@@ -133,3 +141,12 @@ def histogram(cumulative: Mapping[float, float]) -> Histogram:
     for index in range(1, len(counts)):
         counts[index] = max(counts[index], counts[index - 1])
     return Histogram(bounds=tuple(bounds), cumulative=tuple(counts))
+
+
+def custom_values(analysis: AnalysisSpec,
+                  supplied: Mapping[str, float]) -> dict[str, float | None]:
+    """Each prometheus (threshold) metric's canary value for the judge: what the provider
+    supplied, else None, which the check reports as no data (it holds; it never passes
+    unseen). The operator and `modelgate analyze` both judge through this."""
+    return {metric.name: supplied.get(metric.name) for metric in analysis.metrics
+            if metric.type is MetricType.PROMETHEUS}

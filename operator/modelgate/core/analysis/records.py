@@ -13,9 +13,9 @@ class Verdict(str, Enum):
     """What one metric's check concluded at one look."""
 
     PASS = "pass"
-    """Confident the canary is within tolerance of stable."""
+    """Confident the canary is within tolerance of stable (at most β wrong)."""
     FAIL = "fail"
-    """Confident the canary is worse than stable by more than the tolerance."""
+    """Confident the canary is worse than stable (at most α wrong, split between metrics)."""
     CONTINUE = "continue"
     """Enough data to look, not yet enough evidence either way."""
     NO_DATA = "no-data"
@@ -24,7 +24,7 @@ class Verdict(str, Enum):
     """The metric provider failed; holds, counted against the provider's error budget."""
 
 
-class Decision(str, Enum):
+class AnalysisDecision(str, Enum):
     """What the analysis as a whole concluded."""
 
     PROMOTE = "promote"
@@ -47,6 +47,20 @@ class ArmValue:
 
 
 @dataclass(frozen=True)
+class LatencyResolution:
+    """Which histogram bounds a latency verdict used: the server's buckets bound what can be
+    proven, since only counts at bucket bounds are known."""
+
+    stable_bound: float
+    """Seconds: the bucket bound just below stable's quantile (stable's share above it is at
+    least 1 - q)."""
+    canary_bound: float
+    """Seconds: the largest bucket bound within the tolerance above `stable_bound`."""
+    tested_tolerance: float
+    """canary_bound / stable_bound - 1: the tolerance actually tested (at most the spec's)."""
+
+
+@dataclass(frozen=True)
 class MetricRecord:
     """Why one metric concluded what it did."""
 
@@ -59,19 +73,37 @@ class MetricRecord:
     statistic: float | None = None
     """Standardised estimate (estimate / standard error) of the tested quantity."""
     effect: Interval | None = None
-    """The tested quantity with its always-valid interval; what it is depends on the type."""
+    """The tested quantity with the bounds of this look: `fail` when the lower bound is above
+    zero (confidently worse than stable), `pass` when the upper bound is below the tolerance
+    (confidently within it). What the quantity is depends on the type."""
     required_samples: int | None = None
     """More canary samples needed before a verdict is likely, if known."""
+    seconds_to_decision: float | None = None
+    """Estimated seconds until a verdict at the canary's current traffic, if undecided and
+    the canary has traffic to extrapolate from."""
+    resolution: LatencyResolution | None = None
+    """Latency only: the histogram bounds the verdict was reached at."""
 
 
 @dataclass(frozen=True)
 class AnalysisRecord:
     """The judge's decision with one record per metric."""
 
-    decision: Decision
+    decision: AnalysisDecision
     reason: str
     elapsed_seconds: float
     metrics: tuple[MetricRecord, ...]
+    canary_rate: float | None = None
+    """Canary requests per second over the window so far (None before it starts)."""
+    look: int | None = None
+    """This look's number in the plan (1..looks)."""
+    looks: int | None = None
+    """Looks in the whole plan: maxDuration / interval."""
+    passed: tuple[str, ...] = ()
+    """Metrics passed at this or an earlier look: give them back to the next look."""
+    starved: bool = False
+    """True when a metric still has too little data to be judged at all (for example no
+    traffic reaches the canary): an inconclusive end then never rolls back."""
 
     def metric(self, name: str) -> MetricRecord:
         for record in self.metrics:

@@ -137,7 +137,8 @@ class Window:
                 incorrect=feedback.get((version or "", "incorrect"), 0.0),
             )
 
-        return Observation(t=at, stable=arm(Role.STABLE), canary=arm(Role.CANARY))
+        return Observation(t=at, stable=arm(Role.STABLE), canary=arm(Role.CANARY),
+                           since=self.start if self.start is not None else at)
 
     # --- JSON form, for status.analysis.window ---------------------------------------------
 

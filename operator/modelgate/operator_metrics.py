@@ -1,4 +1,5 @@
-"""The operator's own Prometheus metrics (served on settings.metrics_port)."""
+"""The operator's own Prometheus metrics (served on settings.metrics_port; the handlers start
+the server, reconcile counts)."""
 
 from __future__ import annotations
 

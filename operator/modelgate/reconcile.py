@@ -1,0 +1,215 @@
+"""One tick for one ModelDeployment: observe -> core.decide -> ensure children -> status.
+
+Kept apart from kopf so the sandbox tests and the kopf timer run the very same function. The
+order matters for restart safety: children are ensured before status is written, so a crash
+in between leaves status one tick behind the cluster, and the next tick (which reads both)
+simply decides the same again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from modelgate import api, control_annotations, deployments, status
+from modelgate import operator_metrics as metrics
+from modelgate.core import machine, manifests
+from modelgate.core.analysis import AnalysisRecord
+from modelgate.core.state import Decision, Event, Observed, RolloutState, ScrapeResult
+from modelgate.core.types import ModelDeploymentSpec, Phase
+from modelgate.k8s import ApiException, PodAddress
+from modelgate.providers import (
+    MetricProvider,
+    ProviderFactory,
+    ProviderUnavailableError,
+    provider_for,
+)
+from modelgate.settings import OperatorSettings
+
+
+@dataclass(frozen=True)
+class TickResult:
+    status: dict[str, Any] | None
+    """What was written; None when nothing was (status could not be read)."""
+    events: tuple[Event, ...]
+
+
+class ClusterCalls(Protocol):
+    """The Kubernetes API calls one tick makes: `modelgate.k8s.Cluster`, or a test's fake."""
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def ensure_deployment(self, body: Mapping[str, Any],
+                          existing: Mapping[str, Any] | None) -> None: ...
+
+    def delete_deployment(self, existing: Mapping[str, Any], owner_uid: str) -> None: ...
+
+    def get_service(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def ensure_service(self, body: Mapping[str, Any],
+                       existing: Mapping[str, Any] | None) -> None: ...
+
+    def ready_pods(self, namespace: str, name: str) -> list[PodAddress]: ...
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
+
+    def post_event(self, body: Mapping[str, Any], reason: str, message: str, *,
+                   warning: bool = False) -> None: ...
+
+
+def reconcile(cluster: ClusterCalls, settings: OperatorSettings, body: Mapping[str, Any],
+              now: float, provider_factory: ProviderFactory = provider_for) -> TickResult:
+    """Decide one tick for `body` (a ModelDeployment), act on it and write its status."""
+    metadata = body.get("metadata") or {}
+    namespace = str(metadata.get("namespace") or "default")
+    name = str(metadata.get("name"))
+    try:
+        state = status.state_from_status(body.get("status"))
+    except ValueError as exc:
+        return _hold_unreadable_status(cluster, body, exc)
+    owner_uid = str(metadata.get("uid"))
+    existing, existing_service, conflicts = _children(cluster, namespace, name, owner_uid)
+    observed = _observe(body, existing)
+    try:
+        spec = api.parse(body)
+        _check_image(settings, spec)
+        provider = provider_factory(spec.analysis.provider,
+                                    timeout_cap=settings.scrape_timeout_seconds,
+                                    concurrency=settings.scrape_concurrency)
+    except (api.SpecError, ProviderUnavailableError) as exc:
+        return _hold_invalid_spec(cluster, body, state, observed, exc, now)
+    if conflicts:
+        held = machine.decide_conflict(state, observed, conflicts, now)
+        return _write(cluster, body, held.state, None, now, held.events)
+    if machine.wants_scrape(spec, state, now):
+        observed = replace(observed, scrape=_scrape(cluster, provider, spec, state, body, now))
+    decision = machine.decide(spec, state, observed, now)
+    _ensure_children(cluster, spec, body, decision, existing, existing_service)
+    _count(decision.events, namespace, name)
+    return _write(cluster, body, decision.state, decision.record, now, decision.events)
+
+
+Children = dict[str, dict[str, Any] | None]
+"""Each arm's Deployment as the API returned it (None: it does not exist), by role."""
+
+
+def _hold_unreadable_status(cluster: ClusterCalls, body: Mapping[str, Any],
+                            error: ValueError) -> TickResult:
+    # Acting on a status that cannot be read could redeploy the declared model as if
+    # nothing served: hold everything, say so, and write nothing.
+    event = Event("StatusUnreadable", f"{error}; nothing is changed until status is "
+                  "repaired or cleared", warning=True)
+    _post(cluster, body, (event,))
+    return TickResult(status=None, events=(event,))
+
+
+def _children(cluster: ClusterCalls, namespace: str, name: str, owner_uid: str
+              ) -> tuple[Children, dict[str, Any] | None, list[str]]:
+    """Each arm's Deployment and the Service, and the names held by objects this
+    ModelDeployment does not control (a stranger is never read as an arm of the rollout)."""
+    deployments_by_role = {
+        role: cluster.get_deployment(namespace, manifests.deployment_name(name, role))
+        for role in (manifests.STABLE, manifests.CANARY)}
+    service = cluster.get_service(namespace, manifests.service_name(name))
+    conflicts = [problem for problem in (
+        manifests.conflict("Service", service, owner_uid),
+        *(manifests.conflict("Deployment", child, owner_uid)
+          for child in deployments_by_role.values()),
+    ) if problem]
+    owned = {role: child if manifests.is_owned(child, owner_uid) else None
+             for role, child in deployments_by_role.items()}
+    return owned, service, conflicts
+
+
+def _check_image(settings: OperatorSettings, spec: ModelDeploymentSpec) -> None:
+    if not settings.image_allowed(spec.serving.image):
+        raise api.SpecError([
+            f"spec.serving.image: {spec.serving.image!r} is not in this operator's image "
+            f"allowlist ({', '.join(settings.image_allowlist)}); use an allowed image or "
+            "ask the cluster's administrator"])
+
+
+def _observe(body: Mapping[str, Any], existing: Children) -> Observed:
+    """What the object and its children show this tick (the scrape comes later, if due)."""
+    metadata = body.get("metadata") or {}
+    return Observed(
+        generation=int(metadata.get("generation") or 0),
+        spec_hash=manifests.spec_hash(body.get("spec") or {}),
+        controls=control_annotations.controls(metadata.get("annotations")),
+        stable=deployments.arm_observed(existing[manifests.STABLE]),
+        canary=deployments.arm_observed(existing[manifests.CANARY]),
+    )
+
+
+def _hold_invalid_spec(cluster: ClusterCalls, body: Mapping[str, Any], state: RolloutState,
+                       observed: Observed, error: api.SpecError | ProviderUnavailableError,
+                       now: float) -> TickResult:
+    problems = error.problems if isinstance(error, api.SpecError) else [str(error)]
+    invalid = machine.decide_invalid(state, observed, problems, now)
+    assert invalid.keep_children
+    return _write(cluster, body, invalid.state, None, now, invalid.events)
+
+
+def _scrape(cluster: ClusterCalls, provider: MetricProvider, spec: ModelDeploymentSpec,
+            state: RolloutState, body: Mapping[str, Any], now: float) -> ScrapeResult:
+    """Both arms' metrics now, timed for the operator's own metrics."""
+    assert state.canary is not None
+    metadata = body.get("metadata") or {}
+    started = time.monotonic()
+    pods = cluster.ready_pods(str(metadata.get("namespace") or "default"),
+                              str(metadata.get("name")))
+    scrape = provider.collect(pods, spec.serving.port, now - state.canary.started_at)
+    metrics.ANALYSIS_SECONDS.observe(time.monotonic() - started)
+    return scrape
+
+
+def _ensure_children(cluster: ClusterCalls, spec: ModelDeploymentSpec, body: Mapping[str, Any],
+                     decision: Decision, existing: Children,
+                     existing_service: Mapping[str, Any] | None) -> None:
+    """The Service, and each arm's Deployment as the decision plans it (or none)."""
+    metadata = body.get("metadata") or {}
+    namespace = str(metadata.get("namespace") or "default")
+    name = str(metadata.get("name"))
+    owner = manifests.Owner(name=name, namespace=namespace, uid=str(metadata.get("uid")))
+    cluster.ensure_service(manifests.service(spec, owner), existing_service)
+    for role, plan in ((manifests.STABLE, decision.stable), (manifests.CANARY, decision.canary)):
+        if plan is None:
+            child = existing[role]
+            if child is not None:
+                cluster.delete_deployment(child, owner.uid)
+        else:
+            cluster.ensure_deployment(
+                manifests.deployment(spec, owner, role, plan.model, plan.replicas),
+                existing[role])
+
+
+def _count(events: tuple[Event, ...], namespace: str, name: str) -> None:
+    for event in events:
+        counter = metrics.EVENT_COUNTERS.get(event.reason)
+        if counter is not None:
+            counter.labels(namespace, name).inc()
+
+
+def _write(cluster: ClusterCalls, body: Mapping[str, Any], state: RolloutState,
+           record: AnalysisRecord | None, now: float, events: tuple[Event, ...]) -> TickResult:
+    """Post the tick's Events, then write the whole status once."""
+    _post(cluster, body, events)
+    new_status = status.status_from_state(state, record, judged_at=now)
+    metadata = body.get("metadata") or {}
+    namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
+    cluster.patch_status(namespace, name, new_status)
+    for phase in Phase:
+        metrics.PHASE.labels(namespace, name, phase.value).set(int(phase is state.phase))
+    if record is not None:
+        metrics.LAST_ANALYSIS.labels(namespace, name).set(now)
+    return TickResult(status=new_status, events=events)
+
+
+def _post(cluster: ClusterCalls, body: Mapping[str, Any], events: tuple[Event, ...]) -> None:
+    for event in events:
+        # an Event is a courtesy: losing one must not stop the rollout (it is counted)
+        with contextlib.suppress(ApiException):
+            cluster.post_event(body, event.reason, event.message, warning=event.warning)

@@ -1,0 +1,406 @@
+"""What a Kubernetes API server (v1.32) does to a custom resource before it stores it, computed
+from the CRD file itself: unknown fields found and pruned, structural defaults applied, the
+openAPIV3Schema checked (jsonschema) and the `x-kubernetes-validations` CEL rules evaluated
+(cel-python), with the errors in the API server's own words and field paths.
+
+The sandbox's API server admits every write of a custom resource through `Admission.admit`;
+tests of the operator's own validation can use it to ask "would a cluster have taken this?".
+
+Order, as apiextensions-apiserver does it: decode (unknown fields are an error under
+fieldValidation=Strict, a warning otherwise, and pruned either way), default, validate the
+metadata name, validate the schema, then CEL, unless a schema error makes the object's shape
+unreliable (a missing, mistyped, unsupported, too long or too many value: the API server then
+reports "some validation rules were not checked").
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import itertools
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import celpy
+import jsonschema
+from celpy import celtypes
+
+# field.ErrorType names as the API server puts them in a Status's causes[].reason, and the
+# words it prints for each (k8s.io/apimachinery/pkg/util/validation/field/errors.go).
+REQUIRED = "FieldValueRequired"
+INVALID = "FieldValueInvalid"
+NOT_SUPPORTED = "FieldValueNotSupported"
+TOO_LONG = "FieldValueTooLong"
+TOO_MANY = "FieldValueTooMany"
+TYPE_INVALID = "FieldValueTypeInvalid"
+FORBIDDEN = "FieldValueForbidden"
+DUPLICATE = "FieldValueDuplicate"
+_WORDS = {REQUIRED: "Required value", INVALID: "Invalid value", NOT_SUPPORTED: "Unsupported value",
+          TOO_LONG: "Too long", TOO_MANY: "Too many", TYPE_INVALID: "Invalid value",
+          FORBIDDEN: "Forbidden", DUPLICATE: "Duplicate value"}
+# errors whose value is not printed (ErrorBody in field/errors.go)
+_NO_VALUE = {REQUIRED, FORBIDDEN, TOO_LONG}
+# schema errors after which CEL is not run (hasBlockingErr in apiextensions-apiserver)
+_BLOCKING = {REQUIRED, NOT_SUPPORTED, TOO_LONG, TOO_MANY, TYPE_INVALID}
+
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS_SUBDOMAIN_MESSAGE = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+    "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex "
+    "used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+_UNCHECKED = ("some validation rules were not checked because the object was invalid; correct "
+              "the existing errors to complete validation")
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One entry of a Kubernetes field.ErrorList."""
+
+    reason: str
+    """One of the FieldValue* constants above."""
+    field: str
+    """Dotted path with [index], as the API server prints it; "<nil>" for the whole object."""
+    detail: str = ""
+    value: Any = dataclasses.field(default=None, compare=False)
+    """The offending value (lists and maps too: not part of equality or hashing)."""
+    layer: str = "schema"
+    """"schema", "cel" or "metadata": which check found it (for tests; not sent)."""
+
+    def body(self) -> str:
+        """The message after the field, as field.Error.ErrorBody prints it."""
+        words = _WORDS[self.reason]
+        if self.reason not in _NO_VALUE:
+            words += f": {_show(self.value)}"
+        return f"{words}: {self.detail}" if self.detail else words
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.body()}"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:  # Go prints a nil value as the string "null"
+        return '"null"'
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value, sort_keys=True)
+
+
+@dataclass
+class Verdict:
+    """The outcome of admitting one object."""
+
+    obj: dict[str, Any]
+    """The object as it would be stored: pruned and defaulted."""
+    unknown_fields: list[str] = field(default_factory=list)
+    """Paths of fields the schema does not declare (pruned from obj)."""
+    errors: list[FieldError] = field(default_factory=list)
+
+
+class Admission:
+    """The admission of one CRD version's custom resources."""
+
+    def __init__(self, crd: Mapping[str, Any], version: str | None = None) -> None:
+        spec = crd["spec"]
+        chosen = next(v for v in spec["versions"] if version in (None, v["name"]))
+        self.kind: str = spec["names"]["kind"]
+        self.group: str = spec["group"]
+        self.schema: dict[str, Any] = chosen["schema"]["openAPIV3Schema"]
+        self._validator = jsonschema.Draft4Validator(_as_json_schema(self.schema))
+
+    @property
+    def qualified_kind(self) -> str:
+        return f"{self.kind}.{self.group}"
+
+    # --- the whole admission ---------------------------------------------------------------
+
+    def admit(self, obj: Mapping[str, Any]) -> Verdict:
+        pruned = copy.deepcopy(dict(obj))
+        unknown = list(prune(self.schema, pruned))
+        verdict = Verdict(obj=self.default(pruned), unknown_fields=unknown)
+        verdict.errors += self.metadata_errors(verdict.obj)
+        schema_errors = self.schema_errors(verdict.obj)
+        verdict.errors += schema_errors
+        if any(error.reason in _BLOCKING for error in schema_errors):
+            verdict.errors.append(FieldError(INVALID, "<nil>", _UNCHECKED, None, "cel"))
+        else:
+            verdict.errors += self.cel_errors(verdict.obj)
+        return verdict
+
+    # --- defaulting ------------------------------------------------------------------------
+
+    def default(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """A copy of obj with the CRD's defaults applied as the API server applies them: a
+        default fills an absent field whose parent object is present, and is itself defaulted
+        in turn."""
+        result = copy.deepcopy(obj)
+        _default_node(self.schema, result)
+        return result
+
+    # --- metadata, schema, CEL -------------------------------------------------------------
+
+    @staticmethod
+    def metadata_errors(obj: Mapping[str, Any]) -> list[FieldError]:
+        name = (obj.get("metadata") or {}).get("name")
+        if not name:
+            return [FieldError(REQUIRED, "metadata.name", "name or generateName is required",
+                               layer="metadata")]
+        if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
+            return [FieldError(INVALID, "metadata.name", _DNS_SUBDOMAIN_MESSAGE, name,
+                               "metadata")]
+        return []
+
+    def schema_errors(self, obj: Mapping[str, Any]) -> list[FieldError]:
+        errors = [_from_jsonschema(error) for error in self._validator.iter_errors(obj)]
+        return sorted(errors, key=lambda e: e.field)
+
+    def cel_errors(self, obj: Mapping[str, Any]) -> list[FieldError]:
+        errors: list[FieldError] = []
+        _cel_node(self.schema, obj, "", errors)
+        return errors
+
+    def rules(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every CEL rule of the schema, with the schema path of the node that carries it."""
+
+        def walk(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+            for rule in node.get("x-kubernetes-validations", []):
+                yield path, rule
+            for key, prop in node.get("properties", {}).items():
+                yield from walk(prop, f"{path}.{key}" if path else key)
+            if "items" in node:
+                yield from walk(node["items"], f"{path}[*]")
+
+        yield from walk(self.schema, "")
+
+
+# --- pruning ------------------------------------------------------------------------------------
+
+def prune(schema: Mapping[str, Any], obj: dict[str, Any]) -> Iterator[str]:
+    """Remove from obj (in place) every field the structural schema does not declare, yielding
+    each one's path. apiVersion, kind and metadata of the root are the server's, never pruned."""
+    for key in list(obj):
+        if key in ("apiVersion", "kind", "metadata"):
+            continue
+        yield from _prune_field(schema, obj, key, key)
+
+
+def _prune_field(schema: Mapping[str, Any], parent: dict[str, Any], key: str,
+                 path: str) -> Iterator[str]:
+    properties = schema.get("properties")
+    if properties is not None and key not in properties and \
+            not schema.get("x-kubernetes-preserve-unknown-fields") and \
+            not isinstance(schema.get("additionalProperties"), dict):
+        del parent[key]
+        yield path
+        return
+    child_schema = (properties or {}).get(key) or schema.get("additionalProperties")
+    if isinstance(child_schema, dict):
+        yield from _prune_value(child_schema, parent[key], path)
+
+
+def _prune_value(schema: Mapping[str, Any], value: Any, path: str) -> Iterator[str]:
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return
+    if isinstance(value, dict) and (schema.get("properties") is not None
+                                    or isinstance(schema.get("additionalProperties"), dict)):
+        for key in list(value):
+            yield from _prune_field(schema, value, key, f"{path}.{key}")
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            yield from _prune_value(schema["items"], item, f"{path}[{index}]")
+
+
+# --- defaulting ---------------------------------------------------------------------------------
+
+def _default_node(node_schema: Mapping[str, Any], value: Any) -> None:
+    if isinstance(value, dict):
+        for key, prop in node_schema.get("properties", {}).items():
+            if key not in value and "default" in prop:
+                value[key] = copy.deepcopy(prop["default"])
+            if key in value:
+                _default_node(prop, value[key])
+        extra = node_schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key in value:
+                _default_node(extra, value[key])
+    elif isinstance(value, list) and "items" in node_schema:
+        for item in value:
+            _default_node(node_schema["items"], item)
+
+
+# --- OpenAPI schema -----------------------------------------------------------------------------
+
+@functools.cache
+def _json_schema_cached(text: str) -> dict[str, Any]:
+    def convert(node: Any) -> Any:
+        if isinstance(node, list):
+            return [convert(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {key: convert(value) for key, value in node.items()
+               if not key.startswith("x-kubernetes-") and key != "default"}
+        if node.get("nullable") and "type" in node:
+            out["type"] = [node["type"], "null"]
+        return out
+
+    converted: dict[str, Any] = convert(json.loads(text))
+    converted.setdefault("properties", {})["metadata"] = {"type": "object"}
+    return converted
+
+
+def _as_json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The CRD schema as draft-4 JSON Schema (OpenAPI's `nullable` as a null type). Unknown
+    fields are not this schema's business: `prune` finds them first."""
+    return copy.deepcopy(_json_schema_cached(json.dumps(schema, sort_keys=True)))
+
+
+def strict_json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The same, where objects that declare properties refuse others, for checking documents
+    (status records, examples) against the schema in one pass."""
+
+    def close(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                close(item)
+        elif isinstance(node, dict):
+            for value in node.values():
+                close(value)
+            if node.get("type") == "object" and "properties" in node and \
+                    "additionalProperties" not in node:
+                node["additionalProperties"] = False
+
+    converted = _as_json_schema(schema)
+    preserved = _preserving_paths(schema)
+    close(converted)
+    for path in preserved:  # x-kubernetes-preserve-unknown-fields keeps whatever it holds
+        node = converted
+        for key in path:
+            node = node[key]
+        node.pop("additionalProperties", None)
+    return converted
+
+
+def _preserving_paths(schema: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    if isinstance(schema, dict):
+        if schema.get("x-kubernetes-preserve-unknown-fields"):
+            yield path
+        for key, value in schema.items():
+            yield from _preserving_paths(value, (*path, key))
+    elif isinstance(schema, list):
+        for index, item in enumerate(schema):
+            yield from _preserving_paths(item, (*path, index))  # type: ignore[arg-type]
+
+
+def dotted(parts: Any) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _from_jsonschema(error: jsonschema.ValidationError) -> FieldError:
+    """A jsonschema error in the words kube-openapi's validator uses for the same check."""
+    path = dotted(error.absolute_path)
+    where = path or "<nil>"
+    rule = error.validator
+    limit = error.validator_value
+    value = error.instance
+    in_body = f"{path} in body"
+    if rule == "required":
+        return FieldError(REQUIRED, _join(path, error.message.split("'")[1]))
+    if rule == "enum":
+        return FieldError(NOT_SUPPORTED, where,
+                          "supported values: " + ", ".join(_show(v) for v in limit), value)
+    if rule == "type":
+        wanted = limit[0] if isinstance(limit, list) else limit
+        return FieldError(TYPE_INVALID, where, f"{in_body} must be of type {wanted}: "
+                          f"{json.dumps(_json_type(value))}", _json_type(value))
+    if rule == "pattern":
+        return FieldError(INVALID, where, f"{in_body} should match '{limit}'", value)
+    if rule == "maxLength":
+        return FieldError(TOO_LONG, where, f"may not be more than {limit} bytes", value)
+    if rule == "minLength":
+        return FieldError(INVALID, where, f"{in_body} should be at least {limit} chars long",
+                          value)
+    if rule == "maxItems":
+        return FieldError(TOO_MANY, where, f"must have at most {limit} items", len(value))
+    if rule == "minItems":
+        return FieldError(INVALID, where, f"{in_body} should have at least {limit} items",
+                          value)
+    if rule == "maxProperties":
+        return FieldError(TOO_MANY, where, f"must have at most {limit} items", len(value))
+    if rule in ("maximum", "minimum"):
+        exclusive = error.schema.get(f"exclusive{rule.capitalize()}", False)
+        relation = ("less than" if rule == "maximum" else "greater than") + \
+            ("" if exclusive else " or equal to")
+        return FieldError(INVALID, where, f"{in_body} should be {relation} {_show(limit)}",
+                          value)
+    if rule == "anyOf":
+        return FieldError(INVALID, where, f"{in_body} must validate one and only one schema "
+                          "(anyOf)", value)
+    return FieldError(INVALID, where, f"{in_body}: {error.message}", value)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+# --- CEL ----------------------------------------------------------------------------------------
+
+def _is_sorted(values: celtypes.ListType) -> celtypes.BoolType:
+    """Kubernetes' CEL list library adds isSorted(); cel-python does not have it."""
+    return celtypes.BoolType(all(a <= b for a, b in itertools.pairwise(values)))
+
+
+_CEL_FUNCTIONS = {"isSorted": _is_sorted}
+
+
+@functools.cache
+def cel_program(rule: str) -> Any:
+    environment = celpy.Environment()
+    return environment.program(environment.compile(rule), functions=_CEL_FUNCTIONS)
+
+
+def _cel_node(node_schema: Mapping[str, Any], value: Any, path: str,
+              errors: list[FieldError]) -> None:
+    for rule in node_schema.get("x-kubernetes-validations", []):
+        activation = {"self": celpy.json_to_cel(value)}
+        try:
+            ok = bool(cel_program(rule["rule"]).evaluate(activation))
+        except celpy.CELEvalError as exc:  # a rule that cannot evaluate is a CRD bug
+            raise AssertionError(f"CEL rule {rule['rule']!r} at {path!r} failed: {exc}") from exc
+        if not ok:
+            where = (path + rule.get("fieldPath", "")).lstrip(".") or "<nil>"
+            reason = rule.get("reason", INVALID)
+            errors.append(FieldError(reason if reason in _WORDS else INVALID, where,
+                                     rule["message"], _json_type(value), "cel"))
+    if isinstance(value, dict):
+        for key, prop in node_schema.get("properties", {}).items():
+            if key in value:
+                _cel_node(prop, value[key], _join(path, key), errors)
+    elif isinstance(value, list) and "items" in node_schema:
+        for index, item in enumerate(value):
+            _cel_node(node_schema["items"], item, f"{path}[{index}]", errors)

@@ -1,0 +1,53 @@
+"""An in-memory stand-in for the Kubernetes calls one reconcile tick makes
+(`modelgate.reconcile.ClusterCalls`), for unit tests of reconcile without an API server."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from modelgate.k8s import PodAddress
+
+
+class FakeCluster:
+    """Keeps Deployments, Services, the last status written and the Events posted."""
+
+    def __init__(self) -> None:
+        self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
+        self.services: dict[tuple[str, str], dict[str, Any]] = {}
+        self.pods: list[PodAddress] = []
+        self.statuses: list[dict[str, Any]] = []
+        self.events: list[str] = []
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.deployments.get((namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    def ensure_deployment(self, body: Mapping[str, Any],
+                          existing: Mapping[str, Any] | None) -> None:
+        metadata = body["metadata"]
+        self.deployments[(metadata["namespace"], metadata["name"])] = copy.deepcopy(dict(body))
+
+    def delete_deployment(self, existing: Mapping[str, Any], owner_uid: str) -> None:
+        metadata = existing["metadata"]
+        self.deployments.pop((metadata["namespace"], metadata["name"]), None)
+
+    def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.services.get((namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    def ensure_service(self, body: Mapping[str, Any],
+                       existing: Mapping[str, Any] | None) -> None:
+        metadata = body["metadata"]
+        self.services[(metadata["namespace"], metadata["name"])] = copy.deepcopy(dict(body))
+
+    def ready_pods(self, namespace: str, name: str) -> list[PodAddress]:
+        return list(self.pods)
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.statuses.append(copy.deepcopy(dict(status)))
+
+    def post_event(self, body: Mapping[str, Any], reason: str, message: str, *,
+                   warning: bool = False) -> None:
+        self.events.append(reason)
