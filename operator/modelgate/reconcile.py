@@ -54,7 +54,10 @@ class ClusterCalls(Protocol):
 
     def ready_pods(self, namespace: str, name: str) -> list[PodAddress]: ...
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
+    def find_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any], *,
+                     resource_version: str | None = None) -> None: ...
 
     def post_event(self, body: Mapping[str, Any], reason: str, message: str, *,
                    warning: bool = False) -> None: ...
@@ -66,6 +69,17 @@ def reconcile(cluster: ClusterCalls, settings: OperatorSettings, body: Mapping[s
     metadata = body.get("metadata") or {}
     namespace = str(metadata.get("namespace") or "default")
     name = str(metadata.get("name"))
+    # Decide from the object as the API server holds it, not from the watch's copy: a watch
+    # can lag (a busy API server, a slow operator), and a decision taken from an older status
+    # repeats transitions or, written back, rolls status back. Seen in the sandbox under load:
+    # a status without its stable arm made the next model version deploy directly, unjudged.
+    # The status write below carries this read's resourceVersion, so a change in between is
+    # a 409 and the next tick decides again from the newer object.
+    fresh = cluster.find_model_deployment(namespace, name)
+    if fresh is None:
+        return TickResult(status=None, events=())
+    body = fresh
+    metadata = body.get("metadata") or {}
     try:
         state = status.state_from_status(body.get("status"))
     except ValueError as exc:
@@ -200,7 +214,8 @@ def _write(cluster: ClusterCalls, body: Mapping[str, Any], state: RolloutState,
     new_status = status.status_from_state(state, record, judged_at=now)
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
-    cluster.patch_status(namespace, name, new_status)
+    cluster.patch_status(namespace, name, new_status,
+                         resource_version=metadata.get("resourceVersion"))
     for phase in Phase:
         metrics.PHASE.labels(namespace, name, phase.value).set(int(phase is state.phase))
     if record is not None:

@@ -13,7 +13,10 @@ from modelgate.k8s import PodAddress
 class FakeCluster:
     """Keeps Deployments, Services, the last status written and the Events posted."""
 
-    def __init__(self) -> None:
+    def __init__(self, *model_deployments: Mapping[str, Any]) -> None:
+        self.model_deployments = {
+            (body["metadata"].get("namespace", "default"), body["metadata"]["name"]):
+                copy.deepcopy(dict(body)) for body in model_deployments}
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
         self.services: dict[tuple[str, str], dict[str, Any]] = {}
         self.pods: list[PodAddress] = []
@@ -45,7 +48,12 @@ class FakeCluster:
     def ready_pods(self, namespace: str, name: str) -> list[PodAddress]:
         return list(self.pods)
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def find_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.model_deployments.get((namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any], *,
+                     resource_version: str | None = None) -> None:
         self.statuses.append(copy.deepcopy(dict(status)))
 
     def post_event(self, body: Mapping[str, Any], reason: str, message: str, *,

@@ -45,7 +45,8 @@ def _body_mid_canary() -> dict[str, Any]:
 
 
 def _tick(provider: StaticProvider) -> dict[str, Any]:
-    result = reconcile(FakeCluster(), OperatorSettings(), _body_mid_canary(), now=NOW,
+    body = _body_mid_canary()
+    result = reconcile(FakeCluster(body), OperatorSettings(), body, now=NOW,
                        provider_factory=provider.factory)
     assert provider.rounds == 1, "the tick scraped once"
     assert result.status is not None

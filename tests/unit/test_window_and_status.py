@@ -113,10 +113,10 @@ def test_an_unreadable_status_holds_everything_and_writes_nothing() -> None:
     from modelgate.reconcile import reconcile
     from modelgate.settings import OperatorSettings
 
-    cluster = FakeCluster()
     body = {"metadata": {"name": "iris", "namespace": "ml", "generation": 2},
             "spec": {"model": {"version": "v2", "uri": "file:///m"}},
             "status": {"stable": {"version": "v1", "uri": "file:///v1", "since": "garbage"}}}
+    cluster = FakeCluster(body)
     result = reconcile(cluster, OperatorSettings(), body, now=5000.0)
     assert result.status is None
     assert cluster.statuses == []
@@ -127,10 +127,10 @@ def test_an_image_outside_the_allowlist_is_an_invalid_spec_and_nothing_is_deploy
     from modelgate.reconcile import reconcile
     from modelgate.settings import OperatorSettings
 
-    cluster = FakeCluster()
     body = {"metadata": {"name": "iris", "namespace": "ml", "generation": 1, "uid": "u1"},
             "spec": {"model": {"version": "v1", "uri": "file:///m"},
                      "serving": {"image": "docker.io/attacker/miner:latest"}}}
+    cluster = FakeCluster(body)
     settings = OperatorSettings(image_allowlist=("registry.example.com/modelgate/*",))
     result = reconcile(cluster, settings, body, now=5000.0)
     assert result.status is not None
@@ -139,3 +139,37 @@ def test_an_image_outside_the_allowlist_is_an_invalid_spec_and_nothing_is_deploy
     assert cluster.services == {}
     assert "is not in this operator's image allowlist" in result.status["message"]
     assert cluster.events == ["InvalidSpec"]
+
+
+def test_a_tick_decides_from_the_api_servers_object_not_the_watchs_copy() -> None:
+    """A lagging watch hands the timer an old body; the tick reads the object afresh and
+    writes status onto the version it read (a later change is then a 409, not a rollback)."""
+    from modelgate.reconcile import reconcile
+    from modelgate.settings import OperatorSettings
+
+    stored = {"metadata": {"name": "iris", "namespace": "ml", "generation": 2, "uid": "u1",
+                           "resourceVersion": "42"},
+              "spec": {"model": {"version": "v2", "uri": "file:///m"}},
+              "status": {"stable": {"version": "v1", "uri": "file:///v1", "since": "garbage"}}}
+    stale = {**stored, "metadata": {**stored["metadata"], "resourceVersion": "40"},
+             "status": {}}
+    cluster = FakeCluster(stored)
+    result = reconcile(cluster, OperatorSettings(), stale, now=5000.0)
+    # the stored status (unreadable here) is what counted, not the stale empty one, which
+    # would have deployed v2 directly as if nothing served
+    assert result.status is None
+    assert cluster.events == ["StatusUnreadable"]
+    assert cluster.deployments == {}
+
+
+def test_a_deleted_object_is_left_alone() -> None:
+    from modelgate.reconcile import reconcile
+    from modelgate.settings import OperatorSettings
+
+    body = {"metadata": {"name": "gone", "namespace": "ml", "generation": 1, "uid": "u1"},
+            "spec": {"model": {"version": "v1", "uri": "file:///m"}}}
+    cluster = FakeCluster()
+    result = reconcile(cluster, OperatorSettings(), body, now=5000.0)
+    assert result == type(result)(status=None, events=())
+    assert cluster.statuses == []
+    assert cluster.deployments == {}

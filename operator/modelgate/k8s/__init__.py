@@ -85,9 +85,24 @@ class Cluster:
                    resource.VERSION, namespace, resource.PLURAL, name,
                    {"metadata": {"annotations": dict(annotations)}}, _content_type=MERGE_PATCH)
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def find_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object as the API server holds it now; None if it is gone."""
+        try:
+            return self.get_model_deployment(namespace, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any], *,
+                     resource_version: str | None = None) -> None:
+        """Write the whole status; with `resource_version`, only onto that version of the
+        object (the API server answers 409 Conflict if it has changed since)."""
+        patch: dict[str, Any] = {"status": dict(status)}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
         self._call("patch", self.custom.patch_namespaced_custom_object_status, resource.GROUP,
-                   resource.VERSION, namespace, resource.PLURAL, name, {"status": dict(status)},
+                   resource.VERSION, namespace, resource.PLURAL, name, patch,
                    _content_type=MERGE_PATCH)
 
     def post_event(self, body: Mapping[str, Any], reason: str, message: str, *,
