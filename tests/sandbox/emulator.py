@@ -257,10 +257,35 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             request.params.get("labelSelector"))) and kubeapi.matches_fields(
             obj, kubeapi.parse_selector(request.params.get("fieldSelector")))
 
+    def _deleted_since_list(self, request: rendering.Request) -> list[dict[str, Any]]:
+        """The named object of a watch that resumes a list (`resourceVersion` given) if it was
+        deleted meanwhile. kmock starts every watch with what exists now, so a deletion
+        between a client's list and its watch would never reach it (kubectl delete and
+        kubectl wait --for=delete then wait forever); an API server replays it from the
+        resourceVersion."""
+        if not request.params.get("resourceVersion"):
+            return []
+        names = [term.split("=", 1)[1].lstrip("=") for term in
+                 (request.params.get("fieldSelector") or "").split(",")
+                 if term.startswith("metadata.name=")]
+        if len(names) != 1:
+            return []
+        stored = self.objects.get((request.resource, request.namespace, names[0]))
+        if stored is None or not stored.deleted:
+            return []
+        return [json.loads(json.dumps(stored.last.raw))]
+
     async def _serve_watch(self, request: rendering.Request) -> Any:
         as_table = kubeapi.wants_table(request.headers.get("Accept", ""))
         info = self._infos.get(request.resource, {})
+        replayed = False
         async for event in super()._serve_watch(request):
+            if not replayed:  # after the stream's first (empty) chunk, as events would come
+                replayed = True
+                yield event
+                for gone in self._deleted_since_list(request):
+                    yield {"type": "DELETED", "object": gone}
+                continue
             if isinstance(event, dict):
                 obj = event.get("object") or {}
                 if not self._selected(request, obj):

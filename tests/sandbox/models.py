@@ -56,7 +56,7 @@ class FaultyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 class SlowClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """Answers correctly, `delay` seconds late per call."""
 
-    def __init__(self, inner: Any = None, delay: float = 0.1) -> None:
+    def __init__(self, inner: Any = None, delay: float = 0.03) -> None:
         self.inner = inner
         self.delay = delay
 

