@@ -13,6 +13,7 @@ import copy
 import datetime
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -97,14 +98,24 @@ NAME_COLUMN = _column("Name", format_="name",
                       description="Name must be unique within a namespace.")
 
 
+_FILTER = re.compile(r"""\[\?\(@\.(\w+)==["']([^"']*)["']\)\]""")
+
+
 def lookup(obj: Any, json_path: str) -> Any:
-    """Value at a simple JSONPath (`.status.canary.weight`, `.spec.ports[0].port`), None if
-    absent. Printer columns of this project's CRD and of core kinds need no more."""
+    """Value at a simple JSONPath (`.status.canary.weight`, `.spec.ports[0].port`, and the
+    first match of an equality filter, `.status.conditions[?(@.type=="Ready")].status`), None
+    if absent. Printer columns of this project's CRD and of core kinds need no more."""
     node = obj
-    for part in json_path.strip("{}").lstrip(".").replace("[", ".[").split("."):
+    path = _FILTER.sub(lambda m: f"[?{m.group(1)}={m.group(2)}]", json_path.strip("{}"))
+    for part in path.lstrip(".").replace("[", ".[").split("."):
         if not part:
             continue
-        if part.startswith("["):
+        if part.startswith("[?"):
+            key, _, value = part[2:-1].partition("=")
+            node = next((item for item in node if isinstance(item, dict)
+                         and str(item.get(key)) == value), None) \
+                if isinstance(node, list) else None
+        elif part.startswith("["):
             index = int(part.strip("[]"))
             node = node[index] if isinstance(node, list) and len(node) > index else None
         else:
