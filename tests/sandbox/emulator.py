@@ -405,6 +405,7 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
                 return _status(409, "AlreadyExists",
                                f'{self._qualified(request)} "{name}" already exists')
             self._stamp_new(obj)
+            obj["metadata"]["managedFields"] = self._managed_fields(request, None, obj, obj)
             if request.params.get("dryRun"):
                 return _json(obj, 201, warnings)
             if key in self.objects:
@@ -484,6 +485,8 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             self._remember_apply(request, patch)
         if changed == current or request.params.get("dryRun"):
             return _json(changed, 200, warnings)
+        changed["metadata"]["managedFields"] = self._managed_fields(request, current, changed,
+                                                                    patch)
         if changed.get("spec") != current.get("spec"):
             changed["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
         changed["metadata"]["resourceVersion"] = str(next(self._versions))
@@ -495,6 +498,20 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         self._store(stored, changed)
         await self._buses[request.resource].put({"type": "MODIFIED", "object": changed})
         return _json(changed, 200, warnings)
+
+    def _managed_fields(self, request: rendering.Request, before: dict[str, Any] | None,
+                        after: dict[str, Any], config: Any) -> list[dict[str, Any]]:
+        """metadata.managedFields after this write; the manager is the request's fieldManager,
+        else the client's User-Agent up to its first "/", as the API server does."""
+        apply = request.headers.get("Content-Type", "").split(";")[0] == APPLY
+        manager = request.params.get("fieldManager") or \
+            request.headers.get("User-Agent", "").split("/")[0] or "unknown"
+        _, _, subresources = self._kinds[request.resource]
+        return kubeapi.managed_fields(
+            before, after, manager, "Apply" if apply else "Update",
+            request.subresource if request.subresource == "status" else None, _now(),
+            applied=config if apply and isinstance(config, dict) else None,
+            status_subresource="status" in subresources)
 
     def _remember_apply(self, request: rendering.Request, config: Mapping[str, Any]) -> None:
         manager = request.params.get("fieldManager", "")
