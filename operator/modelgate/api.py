@@ -588,7 +588,8 @@ def _provider(reader: _Reader, obj: Mapping[str, Any], path: str) -> ProviderSpe
     if address is not None:
         problem = _address_problem(address)
         if problem:
-            reader.fail(f"{path}.address", f"{_show(address)} {problem}")
+            shown = "the address" if "@" in address else _show(address)  # never credentials
+            reader.fail(f"{path}.address", f"{shown} {problem}")
             address = None
     timeout = _float(reader.duration(obj, "timeout", path, default=5.0, positive=True))
     return ProviderSpec(type=provider_type, address=address, timeout_seconds=timeout)
