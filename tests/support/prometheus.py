@@ -2,12 +2,14 @@
 loopback port with a generated configuration, scraping the sandbox's serving processes every
 second, stopped by its PID.
 
-Targets come from `file_sd_configs`, a file this module writes from the sandbox's pod list (as
-the API shows it: podIP, the container port, the pod's labels), refreshed by a thread. Not
-`kubernetes_sd_configs` against the sandbox's API server: Debian builds its package without the
-Kubernetes discovery ("field kubernetes_sd_configs not found in type config.ScrapeConfig").
-The target labels are those the documented scrape configurations produce
-(manifests/monitoring/): namespace, pod, and the pods' modelgate labels.
+The scrape job is the documented one, manifests/monitoring/prometheus-scrape-config.yaml, with
+its relabelling as written; only its discovery differs. Not `kubernetes_sd_configs` against the
+sandbox's API server: Debian builds its package without the Kubernetes discovery ("field
+kubernetes_sd_configs not found in type config.ScrapeConfig"). So targets come from
+`file_sd_configs`, a file this module writes from the sandbox's pod list, refreshed by a
+thread: one target per container port, with the `__meta_kubernetes_*` labels the Kubernetes
+discovery would give it (namespace, pod name, pod labels, container port name, pod IP), which
+the job's relabelling turns into the namespace and pod labels the provider needs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -38,23 +41,48 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+ROOT = Path(__file__).resolve().parents[2]
+SCRAPE_JOB = ROOT / "manifests" / "monitoring" / "prometheus-scrape-config.yaml"
+
+
+def _label_name(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", key)
+
+
 def targets(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """file_sd groups for the serving pods that have an address, labelled as a PodMonitor or
-    the kubernetes_sd job of manifests/monitoring/ would label them."""
+    """file_sd groups for every container port of every pod with an address, labelled as
+    Kubernetes service discovery (role: pod) labels them."""
     groups = []
     for pod in pods:
         ip = (pod.get("status") or {}).get("podIP")
-        labels = pod["metadata"].get("labels") or {}
-        if not ip or labels.get("app.kubernetes.io/name") != "modelgate-serving":
+        if not ip:
             continue
-        port = pod["spec"]["containers"][0]["ports"][0]["containerPort"]
-        groups.append({"targets": [f"{ip}:{port}"], "labels": {
-            "namespace": pod["metadata"].get("namespace", "default"),
-            "pod": pod["metadata"]["name"],
-            "modelgate_dev_role": labels.get("modelgate.dev/role", ""),
-            "app_kubernetes_io_instance": labels.get("app.kubernetes.io/instance", ""),
-        }})
+        metadata = pod["metadata"]
+        labels = {
+            "__meta_kubernetes_namespace": metadata.get("namespace", "default"),
+            "__meta_kubernetes_pod_name": metadata["name"],
+            "__meta_kubernetes_pod_ip": ip,
+            **{f"__meta_kubernetes_pod_label_{_label_name(key)}": value
+               for key, value in (metadata.get("labels") or {}).items()},
+            **{f"__meta_kubernetes_pod_labelpresent_{_label_name(key)}": "true"
+               for key in (metadata.get("labels") or {})},
+        }
+        for container in pod["spec"]["containers"]:
+            for port in container.get("ports", []):
+                groups.append({"targets": [f"{ip}:{port['containerPort']}"], "labels": {
+                    **labels, "__meta_kubernetes_pod_container_name": container["name"],
+                    "__meta_kubernetes_pod_container_port_name": port.get("name", ""),
+                    "__meta_kubernetes_pod_container_port_number": str(port["containerPort"]),
+                }})
     return groups
+
+
+def scrape_job(targets_file: Path) -> dict[str, Any]:
+    """The documented job, discovering from `targets_file` and scraping every second."""
+    [job] = yaml.safe_load(SCRAPE_JOB.read_text())["scrape_configs"]
+    del job["kubernetes_sd_configs"]
+    return {**job, "scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL,
+            "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "1s"}]}
 
 
 class Prometheus:
@@ -77,8 +105,7 @@ class Prometheus:
         self.config.write_text(yaml.safe_dump({
             "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL,
                        "evaluation_interval": SCRAPE_INTERVAL},
-            "scrape_configs": [{"job_name": "modelgate-serving", "file_sd_configs": [
-                {"files": [str(self.targets_file)], "refresh_interval": "1s"}]}],
+            "scrape_configs": [scrape_job(self.targets_file)],
         }))
         if self.web_config is not None:
             self.web_config.write_text(yaml.safe_dump(web_config))

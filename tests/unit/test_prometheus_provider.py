@@ -150,3 +150,17 @@ def test_an_unknown_template_variable_is_an_invalid_spec_naming_metric_and_field
     assert "spec.analysis.metrics[1].query: of metric 'queue' uses unknown variable {{pod}}" \
         in written["message"]
 
+
+
+def test_the_podmonitor_selects_the_serving_pods_the_operator_makes_on_their_port() -> None:
+    from modelgate.core import manifests
+
+    monitor = crd.load_yaml(crd.ROOT / "manifests" / "monitoring" / "podmonitor.yaml")
+    spec = api.parse(BODY)
+    pod = manifests.deployment(spec, manifests.Owner("iris", "default", "u1"), "canary",
+                               spec.model, 1)["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    ports = {port["name"] for port in pod["spec"]["containers"][0]["ports"]}
+    assert {endpoint["port"] for endpoint in monitor["spec"]["podMetricsEndpoints"]} <= ports
+    assert set(monitor["spec"]["podTargetLabels"]) <= labels.keys()
