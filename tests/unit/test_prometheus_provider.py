@@ -164,3 +164,20 @@ def test_the_podmonitor_selects_the_serving_pods_the_operator_makes_on_their_por
     ports = {port["name"] for port in pod["spec"]["containers"][0]["ports"]}
     assert {endpoint["port"] for endpoint in monitor["spec"]["podMetricsEndpoints"]} <= ports
     assert set(monitor["spec"]["podTargetLabels"]) <= labels.keys()
+
+
+def test_the_readmes_prometheus_example_is_accepted_by_the_crd_and_the_operator() -> None:
+    import re
+
+    import yaml
+
+    readme = (crd.ROOT / "README.md").read_text()
+    blocks = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", readme,
+                                                            re.DOTALL)
+              if "type: prometheus" in block and "kind: ModelDeployment" in block]
+    assert blocks, "the README shows a ModelDeployment with the prometheus provider"
+    for body in blocks:
+        assert crd.admit(body) == []
+        spec = api.parse(body)
+        assert isinstance(provider_for(spec.analysis.provider, timeout_cap=5, concurrency=4),
+                          PrometheusProvider)
