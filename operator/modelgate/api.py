@@ -684,11 +684,13 @@ def _type_fields(reader: _Reader, obj: Mapping[str, Any], path: str, metric_type
                 reader.fail(f"{path}.query", f"of metric {_show(name)} uses unknown variable "
                             f"{{{{{unknown[0]}}}}}; known are "
                             + ", ".join(f"{{{{{v}}}}}" for v in sorted(QUERY_VARIABLES)))
-        if threshold is None:
-            reader.fail(f"{path}.thresholdRange", "is required for type prometheus")
-        if tolerance is not None:
-            reader.fail(f"{path}.tolerance", "does not apply to type prometheus, which compares "
-                        "with thresholdRange; remove it")
+        if threshold is None and tolerance is None:
+            reader.fail(f"{path}.thresholdRange", "is required for type prometheus, or "
+                        "tolerance to compare the canary's value with stable's")
+        if threshold is not None and tolerance is not None:
+            reader.fail(f"{path}.tolerance", "and thresholdRange are both set; give "
+                        "thresholdRange (an absolute range) or tolerance (how much higher "
+                        "than stable's the canary's value may be), not both")
     else:
         for key in ("query", "thresholdRange"):
             if key in obj:

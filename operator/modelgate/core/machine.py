@@ -350,6 +350,8 @@ class _Tick:
                        else custom_values(self.spec.analysis, scrape.custom_values),
                        custom_errors=None if scrape.error is not None
                        else scrape.custom_errors,
+                       stable_values=None if scrape.error is not None
+                       else scrape.stable_values,
                        passed=canary.passed)
         self.record = record
         if scrape.error is None:

@@ -25,7 +25,9 @@ does by default; see manifests/monitoring/). Arms are told apart by the pods' ro
 through the API's pod list, and the versions by the series' own `version` label.
 
 **Custom metrics** (type prometheus): the query template with `{{version}}`, `{{interval}}`,
-`{{namespace}}` and `{{name}}` replaced, read as one number for the canary.
+`{{namespace}}` and `{{name}}` replaced, read as one number for the canary (against a
+thresholdRange) and, for a metric compared with stable (a tolerance instead), once more with
+stable's version.
 
 **Failure.** Prometheus unreachable, slow, answering an error, or without series for one arm
 (a new canary not scraped yet) makes the round fail: "provider down", which holds and counts
@@ -33,7 +35,7 @@ against the error budget, never a rollback. A custom query Prometheus refuses (i
 parse), or that returns several series, a range, NaN or an infinity, is that metric's error,
 reported with the metric's name and field; it holds too. One deadline covers the round's
 queries, which run concurrently, each distinct query once (the round's cache), so a
-ModelDeployment makes at most 1 + (its distinct custom queries) queries a round. Redirects
+ModelDeployment makes at most 1 + (its distinct rendered custom queries) queries a round. Redirects
 are not followed, bodies are bounded, and nothing of the credentials reaches a message.
 """
 
@@ -95,10 +97,12 @@ def prometheus_duration(seconds: float) -> str:
     return f"{max(round(seconds * 1000), 1)}ms"
 
 
-def render(query: str, target: Target) -> str:
-    """The query with its variables replaced (the canary arm). api.parse has refused every
-    other variable; one left here is a bug, reported as the metric's error."""
-    values = {"version": target.canary_version, "name": target.name,
+def render(query: str, target: Target, *, stable: bool = False) -> str:
+    """The query with its variables replaced, for the canary arm (or stable's version).
+    api.parse has refused every other variable; one left here is reported as the metric's
+    error."""
+    values = {"version": target.stable_version if stable else target.canary_version,
+              "name": target.name,
               "namespace": target.namespace,
               "interval": prometheus_duration(target.interval_seconds)}
 
@@ -149,15 +153,18 @@ class PrometheusProvider:
         except UnavailableError as exc:
             return ScrapeResult(error=str(exc))
         custom: dict[str, str] = {}
+        stable_custom: dict[str, str] = {}
         custom_errors: dict[str, str] = {}
         for index, metric in enumerate(target.metrics):
             if metric.type is MetricType.PROMETHEUS and metric.query is not None:
                 try:
                     custom[metric.name] = render(metric.query, target)
+                    if metric.threshold is None:  # compared with the stable arm
+                        stable_custom[metric.name] = render(metric.query, target, stable=True)
                 except QueryError as exc:
                     custom_errors[metric.name] = self._field(metric.name, index, str(exc))
         builtin = serving_query(target.namespace, [pod.name for pod in pods])
-        distinct = list(dict.fromkeys([builtin, *custom.values()]))
+        distinct = list(dict.fromkeys([builtin, *custom.values(), *stable_custom.values()]))
         answers = _run(self._ask_all(distinct, headers, context))
         serving = answers[builtin]
         if not isinstance(serving, Answer):
@@ -173,21 +180,27 @@ class PrometheusProvider:
                 f"{' and '.join(sorted(missing))} pods yet (not scraped yet, or the scrape "
                 "configuration does not give them namespace and pod labels)"))
         values: dict[str, float] = {}
+        stable_values: dict[str, float] = {}
         for index, metric in enumerate(target.metrics):
             if metric.name not in custom:
                 continue
-            answer = answers[custom[metric.name]]
             try:
-                if isinstance(answer, UnavailableError):
-                    raise answer
-                if isinstance(answer, QueryError):
-                    raise answer
-                value = _one_number(answer)
-                if value is not None:
-                    values[metric.name] = value
+                for arm, queries, found in (("", custom, values),
+                                            ("stable: ", stable_custom, stable_values)):
+                    if metric.name not in queries:
+                        continue
+                    try:
+                        value = _one_number(answers[queries[metric.name]])
+                    except (QueryError, UnavailableError) as exc:
+                        raise type(exc)(f"{arm}{exc}") from None
+                    if value is not None:
+                        found[metric.name] = value
             except (QueryError, UnavailableError) as exc:
                 custom_errors[metric.name] = self._field(metric.name, index, str(exc))
-        return ScrapeResult(scrapes=scrapes, custom_values=values, custom_errors=custom_errors)
+                values.pop(metric.name, None)
+                stable_values.pop(metric.name, None)
+        return ScrapeResult(scrapes=scrapes, custom_values=values, stable_values=stable_values,
+                            custom_errors=custom_errors)
 
     @staticmethod
     def _field(name: str, index: int, why: str) -> str:
@@ -325,9 +338,12 @@ def _value(item: Any) -> float:
         return math.nan
 
 
-def _one_number(answer: Answer) -> float | None:
+def _one_number(answer: Answer | QueryError | UnavailableError) -> float | None:
     """The one number a custom query must return; None when it returns no series (no data
-    yet); QueryError for several series, a range, NaN or an infinity."""
+    yet); QueryError for several series, a range, NaN or an infinity (or the query's own
+    error)."""
+    if isinstance(answer, QueryError | UnavailableError):
+        raise answer
     if answer.result_type == "scalar":
         value = _value({"value": answer.result})
     elif answer.result_type == "vector" and isinstance(answer.result, list):
