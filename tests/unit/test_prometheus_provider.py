@@ -181,3 +181,15 @@ def test_the_readmes_prometheus_example_is_accepted_by_the_crd_and_the_operator(
         spec = api.parse(body)
         assert isinstance(provider_for(spec.analysis.provider, timeout_cap=5, concurrency=4),
                           PrometheusProvider)
+
+
+def test_a_prometheus_metric_with_a_tolerance_is_compared_with_stable() -> None:
+    body = copy.deepcopy(BODY)
+    body["spec"]["analysis"]["metrics"] = [
+        {"name": "p95-vs-stable", "type": "prometheus", "tolerance": 0.05,
+         "query": "histogram_quantile(0.95, sum by (le) (rate(modelgate_request_duration_"
+                  "seconds_bucket{version='{{version}}'}[5m])))"}]
+    assert crd.admit(body) == []
+    [metric] = api.parse(body).analysis.metrics
+    assert (metric.tolerance, metric.threshold) == (0.05, None)
+    assert render(metric.query or "", TARGET, stable=True).endswith("{version='1'}[5m])))")
