@@ -9,6 +9,7 @@ restarted operator continues.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from modelgate.core import conditions as summary
@@ -363,8 +364,14 @@ class _Tick:
                        consecutive_provider_errors=errors,
                        custom_values=None if scrape.error is not None
                        else custom_values(self.spec.analysis, scrape.custom_values),
+                       custom_errors=None if scrape.error is not None
+                       else scrape.custom_errors,
+                       stable_values=None if scrape.error is not None
+                       else scrape.stable_values,
                        passed=canary.passed)
         self.record = record
+        if scrape.error is None:
+            self.report_query_errors(scrape.custom_errors)
         if record.passed != canary.passed:
             self.put_canary(replace(self.running_canary(), passed=record.passed))
         if record.decision is AnalysisDecision.ROLLBACK:
@@ -388,6 +395,17 @@ class _Tick:
                           "AnalysisInconclusive")
             return True
         return False
+
+    def report_query_errors(self, errors: Mapping[str, str]) -> None:
+        """A Warning Event for each metric whose query cannot be used, once per new reason
+        (the last record in status says what was already reported)."""
+        before = {str(m.get("name")): m.get("reason")
+                  for m in (self.state.analysis or {}).get("metrics", [])
+                  if isinstance(m, Mapping)}
+        for name, why in errors.items():
+            if before.get(name) != why:
+                self.emit("MetricQueryFailed", f"{why}; the metric holds the rollout (never a "
+                          "rollback) until its query is fixed", warning=True)
 
     def hold(self, why: str, reason: str) -> None:
         canary = self.state.canary
