@@ -17,7 +17,7 @@ from prometheus_client import start_http_server
 from modelgate import operator_metrics as metrics
 from modelgate.core import resource
 from modelgate.k8s import ApiException, Cluster
-from modelgate.reconcile import reconcile
+from modelgate.reconcile import StatusConflict, reconcile
 from modelgate.settings import OperatorSettings
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -61,6 +61,11 @@ def register(operator: OperatorSettings, registry: kopf.OperatorRegistry) -> Non
         started = time.monotonic()
         try:
             result = reconcile(cluster, operator, body, now=time.time())
+        except StatusConflict as conflict:
+            # routine when a person or the CLI writes while a tick decides: nothing was
+            # written or posted, and the timer comes back within one interval
+            logger.info("%s", conflict)
+            return
         except ApiException as exc:
             raise kopf.TemporaryError(f"Kubernetes API: {exc.status} {exc.reason}",
                                       delay=operator.tick_seconds) from exc
