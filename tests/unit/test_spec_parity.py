@@ -298,8 +298,9 @@ def test_the_generator_draws_from_the_crd_schema() -> None:
 
 
 def test_the_operator_reads_durations_as_the_api_servers_cel_does() -> None:
-    from modelgate.core.durations import kubernetes_seconds
     from sandbox.admission import go_duration_nanos
+
+    from modelgate.core.durations import kubernetes_seconds
 
     for text in [d for d in DURATIONS if api.DURATION_RE.match(d)] + ["1.9999999999s", "1h1h"]:
         try:

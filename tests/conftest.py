@@ -1,5 +1,7 @@
-"""kubectl against `make sandbox-up`: one sandbox for the whole session, started and stopped
-by the make targets a user runs, and checked to leave no process behind."""
+"""The sandbox of `make sandbox-up` for kubectl: one for the whole session of an xdist worker
+(the tests that use it share an xdist group: "kubectl" for tests/kubectl, "e2e" for tests/e2e
+in `make test`, so each group gets one sandbox), started and stopped by the make targets a
+user runs, and checked to leave no process behind."""
 
 from __future__ import annotations
 
