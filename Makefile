@@ -122,7 +122,7 @@ kind-load: need-docker ## load both images into the kind cluster (the serving im
 # here), served over http in the cluster from a ConfigMap by the serving image, and
 # ModelDeployments of them with their digests, written to $(KIND_EXAMPLES).
 KIND_EXAMPLES ?= .kind/examples
-model-store: install ## build the example models, serve them in the cluster (default namespace) and write ModelDeployments of them to $(KIND_EXAMPLES)
+model-store: install ## build the example models, serve them in the cluster (namespace default), write ModelDeployments of them to .kind/examples
 	PYTHONPATH=tests $(BIN)/python -m support.model_store --out $(KIND_EXAMPLES)
 
 deploy: ## install modelgate on the current kubectl context (the kind overlay)

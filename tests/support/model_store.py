@@ -36,10 +36,12 @@ def main() -> int:
           file=sys.stderr)
     cluster.start_model_store(models)
     for version, what in VERSIONS.items():
+        # the end-to-end suite's settings: a canary at 50% and checks loose enough to
+        # decide within a few minutes at the quickstart's traffic (about 20 requests a second)
+        spec = cluster.md("iris", version)["spec"]
+        del spec["serving"]  # the CRD's defaults: two pods of the serving image kind-load loaded
         body = {"apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelDeployment",
-                "metadata": {"name": "iris"},
-                "spec": {"model": cluster.model_spec(version),
-                         "analysis": {"interval": "10s", "maxDuration": "10m"}}}
+                "metadata": {"name": "iris"}, "spec": spec}
         path = out / f"iris-{version}.yaml"
         path.write_text(f"# iris {version}: {what}, from the model store of `make model-store`."
                         "\n" + yaml.safe_dump(body, sort_keys=False))
