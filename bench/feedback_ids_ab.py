@@ -98,7 +98,8 @@ def handler_cost(rows: int) -> float:
     def one() -> None:
         parsed = orjson.loads(body)
         if issuer is not None:
-            request = protocol.decode_v2(parsed, served, 10_000)
+            # later trees check rows against the model's schema, earlier ones the runtime
+            request = protocol.decode_v2(parsed, getattr(served, "schema", served), 10_000)
         else:
             # the previous tree's signature, which this tree's type checker does not know
             request = protocol.decode_v2(parsed, served)  # type: ignore[call-arg]

@@ -125,8 +125,8 @@ def operator_settings() -> str:
     for field in fields(settings.OperatorSettings):
         default = getattr(defaults, field.name)
         empty = {"namespaces": "all namespaces", "image_allowlist": "any image"}
-        shown = (empty.get(field.name, "none") if default == () else f"`{str(default).lower()}`"
-                 if isinstance(default, bool) else f"`{default:g}`"
+        shown = (empty.get(field.name, "none") if default in ((), "")
+                 else f"`{str(default).lower()}`" if isinstance(default, bool) else f"`{default:g}`"
                  if isinstance(default, float) else f"`{default}`")
         name = settings.env_name(field.name)
         lines.append(f"| `{name}` | {shown} | {docs[name].replace('|', chr(92) + '|')} |")

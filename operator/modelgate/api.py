@@ -11,6 +11,7 @@ arithmetic on durations or quantities. Every problem is reported, not only the f
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Mapping
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, InvalidOperation
 from enum import Enum
@@ -593,8 +594,35 @@ def _provider(reader: _Reader, obj: Mapping[str, Any], path: str) -> ProviderSpe
     if provider_type is ProviderType.PROMETHEUS and address is None and "address" not in obj:
         reader.fail(f"{path}.address", "is required for type prometheus; give the base URL of "
                     "the Prometheus server")
+    if address is not None:
+        problem = _address_problem(address)
+        if problem:
+            shown = "the address" if "@" in address else _show(address)  # never credentials
+            reader.fail(f"{path}.address", f"{shown} {problem}")
+            address = None
     timeout = _float(reader.duration(obj, "timeout", path, default=5.0, positive=True))
     return ProviderSpec(type=provider_type, address=address, timeout_seconds=timeout)
+
+
+def _address_problem(address: str) -> str | None:
+    """Why a Prometheus base URL cannot be used, or None. Credentials in the URL are refused:
+    the address is shown in status and Events (the token comes from the operator's
+    settings)."""
+    try:
+        parts = urllib.parse.urlsplit(address)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc}); use for example http://prometheus.monitoring:9090"
+    if "@" in parts.netloc:
+        return ("carries credentials; remove them (the operator's bearer token setting "
+                "authenticates to Prometheus)")
+    if not parts.hostname:
+        return "names no host; use for example http://prometheus.monitoring:9090"
+    if port == 0:
+        return "names port 0; use the port Prometheus listens on"
+    if parts.query or parts.fragment:
+        return "has a query or fragment; give the base URL only"
+    return None
 
 
 def _metric(reader: _Reader, obj: Mapping[str, Any], path: str,
@@ -617,7 +645,8 @@ def _metric(reader: _Reader, obj: Mapping[str, Any], path: str,
                                       minimum=1, maximum=1_000_000))
     query = reader.string(obj, "query", path, max_length=4096)
     threshold = _threshold_range(reader, obj, path)
-    tolerance = _type_fields(reader, obj, path, metric_type, query, threshold, tolerance)
+    tolerance = _type_fields(reader, obj, path, metric_type, query, threshold, tolerance,
+                             name)
     if metric_type is MetricType.LATENCY:
         quantile = quantile if quantile is not None else DEFAULT_LATENCY_QUANTILE
     elif "quantile" in obj:
@@ -652,7 +681,7 @@ def _threshold_range(reader: _Reader, obj: Mapping[str, Any],
 
 def _type_fields(reader: _Reader, obj: Mapping[str, Any], path: str, metric_type: MetricType,
                  query: str | None, threshold: ThresholdRange | None,
-                 tolerance: float | None) -> float | None:
+                 tolerance: float | None, name: str | None = None) -> float | None:
     """A prometheus metric needs query and thresholdRange and takes no tolerance; the others
     take neither and get their default tolerance. Returns the tolerance."""
     if metric_type is MetricType.PROMETHEUS:
@@ -661,13 +690,16 @@ def _type_fields(reader: _Reader, obj: Mapping[str, Any], path: str, metric_type
         else:
             unknown = sorted(set(_QUERY_VARIABLE_RE.findall(query)) - QUERY_VARIABLES)
             if unknown:
-                reader.fail(f"{path}.query", f"uses unknown variable {{{{{unknown[0]}}}}}; "
-                            f"known are {', '.join(sorted(QUERY_VARIABLES))}")
-        if threshold is None:
-            reader.fail(f"{path}.thresholdRange", "is required for type prometheus")
-        if tolerance is not None:
-            reader.fail(f"{path}.tolerance", "does not apply to type prometheus, which compares "
-                        "with thresholdRange; remove it")
+                reader.fail(f"{path}.query", f"of metric {_show(name)} uses unknown variable "
+                            f"{{{{{unknown[0]}}}}}; known are "
+                            + ", ".join(f"{{{{{v}}}}}" for v in sorted(QUERY_VARIABLES)))
+        if threshold is None and tolerance is None:
+            reader.fail(f"{path}.thresholdRange", "is required for type prometheus, or "
+                        "tolerance to compare the canary's value with stable's")
+        if threshold is not None and tolerance is not None:
+            reader.fail(f"{path}.tolerance", "and thresholdRange are both set; give "
+                        "thresholdRange (an absolute range) or tolerance (how much higher "
+                        "than stable's the canary's value may be), not both")
     else:
         for key in ("query", "thresholdRange"):
             if key in obj:

@@ -19,6 +19,13 @@ CONTROL_RETRY = "modelgate.dev/retry"
 CONTROL_PAUSED = "modelgate.dev/paused"
 """Annotation: while "true", the step program does not advance (analysis still runs)."""
 
+FIELD_MANAGER = "modelgate"
+"""The field manager the `modelgate` controls write annotations as (and the one to give
+`kubectl annotate --field-manager=modelgate`). Flux's kustomize-controller takes over, and so
+removes at its next apply, fields whose manager's name starts with "kubectl" (kubectl
+annotate's default manager is "kubectl-annotate"), or is "before-first-apply" or its own;
+a manager of another name keeps its fields (docs/gitops.md, "Controls that survive GitOps")."""
+
 
 def controls(annotations: Mapping[str, str] | None) -> ControlRequests:
     annotations = annotations or {}

@@ -23,8 +23,10 @@ from modelgate.core.types import ModelDeploymentSpec, Phase
 from modelgate.k8s import ApiException, PodAddress
 from modelgate.providers import (
     MetricProvider,
+    PrometheusAuth,
     ProviderFactory,
     ProviderUnavailableError,
+    Target,
     provider_for,
 )
 from modelgate.settings import OperatorSettings
@@ -92,7 +94,11 @@ def reconcile(cluster: ClusterCalls, settings: OperatorSettings, body: Mapping[s
         _check_image(settings, spec)
         provider = provider_factory(spec.analysis.provider,
                                     timeout_cap=settings.scrape_timeout_seconds,
-                                    concurrency=settings.scrape_concurrency)
+                                    concurrency=settings.scrape_concurrency,
+                                    auth=PrometheusAuth(
+                                        token_file=settings.prometheus_token_file,
+                                        token_addresses=settings.prometheus_token_addresses,
+                                        ca_file=settings.prometheus_ca_file))
     except (api.SpecError, ProviderUnavailableError) as exc:
         return _hold_invalid_spec(cluster, body, state, observed, exc, now)
     if conflicts:
@@ -172,10 +178,17 @@ def _scrape(cluster: ClusterCalls, provider: MetricProvider, spec: ModelDeployme
     """Both arms' metrics now, timed for the operator's own metrics."""
     assert state.canary is not None
     metadata = body.get("metadata") or {}
+    namespace = str(metadata.get("namespace") or "default")
+    name = str(metadata.get("name"))
     started = time.monotonic()
-    pods = cluster.ready_pods(str(metadata.get("namespace") or "default"),
-                              str(metadata.get("name")))
-    scrape = provider.collect(pods, spec.serving.port, now - state.canary.started_at)
+    pods = cluster.ready_pods(namespace, name)
+    target = Target(namespace=namespace, name=name,
+                    stable_version=state.stable.model.version if state.stable else "",
+                    canary_version=state.canary.model.version,
+                    interval_seconds=spec.analysis.interval_seconds,
+                    metrics=spec.analysis.metrics)
+    scrape = provider.collect(pods, spec.serving.port, now - state.canary.started_at,
+                              target=target)
     metrics.ANALYSIS_SECONDS.observe(time.monotonic() - started)
     return scrape
 

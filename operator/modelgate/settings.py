@@ -43,6 +43,18 @@ class OperatorSettings:
     example registry.example.com/modelgate/serving@sha256:*); empty (the default) allows any.
     A spec naming another image is reported invalid and nothing is deployed for it."""
 
+    prometheus_token_file: str = ""
+    """File holding the bearer token sent to Prometheus (mount a Secret there); read at every
+    query, so a rotated Secret applies without a restart, and never logged. Empty (the
+    default): no token."""
+    prometheus_token_addresses: tuple[str, ...] = ()
+    """Prometheus base URLs the bearer token is sent to, comma-separated, exactly as specs
+    write provider.address; the token goes to no other address, so a spec cannot send it
+    elsewhere. Empty (the default): to none."""
+    prometheus_ca_file: str = ""
+    """PEM file of CA certificates trusted for https Prometheus addresses, besides the
+    system's (mount a Secret or ConfigMap there). Empty (the default): the system's only."""
+
     def image_allowed(self, image: str) -> bool:
         """True when the allowlist is empty or `image` matches one of its patterns."""
         return not self.image_allowlist or any(
@@ -71,6 +83,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> OperatorSettings:
                 if text.lower() not in ("true", "false"):
                     raise ValueError("use true or false")
                 values[item.name] = text.lower() == "true"
+            elif isinstance(default, str):
+                values[item.name] = text
             elif isinstance(default, tuple):
                 values[item.name] = tuple(part.strip() for part in text.split(",") if part.strip())
             elif isinstance(default, int):

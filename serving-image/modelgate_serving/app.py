@@ -26,6 +26,7 @@ from modelgate_serving import __version__, loader
 from modelgate_serving.batching import BatchingPredictor, InlinePredictor, Predictor
 from modelgate_serving.feedback import FeedbackError, Issuer, Ledger, Outcome, new_key
 from modelgate_serving.metrics import Metrics
+from modelgate_serving.parsing import ChildDecoder, parse
 from modelgate_serving.protocol import (
     InferenceRequest,
     RequestError,
@@ -35,7 +36,7 @@ from modelgate_serving.protocol import (
     encode_v1,
     encode_v2,
 )
-from modelgate_serving.runtime import InputError, Prediction, Runtime
+from modelgate_serving.runtime import InputError, Prediction, Runtime, Schema
 from modelgate_serving.settings import BatchingMode, Settings
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ VERSION_HEADER = "X-Model-Version"
 INFERENCE_ROUTES = frozenset({"v2-infer", "v2-infer-version", "v1-predict"})
 PREDICTION_ID_HEADER = "X-Prediction-Id"
 OFFLOAD_BYTES = 64 * 1024
-"""Bodies larger than this are parsed and predicted in a worker thread, not on the loop."""
+"""Bodies larger than this are parsed in a child process (see `parsing`), not on the loop."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -57,9 +58,9 @@ class Protocol(enum.Enum):
     V2 = "v2"
     V1 = "v1"
 
-    def decode(self, body: Any, runtime: Runtime, max_rows: int) -> InferenceRequest:
+    def decode(self, body: Any, schema: Schema, max_rows: int) -> InferenceRequest:
         decoder = decode_v2 if self is Protocol.V2 else decode_v1
-        return decoder(body, runtime, max_rows)
+        return decoder(body, schema, max_rows)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,9 @@ class Server:
         self.issuer = Issuer(settings.model_name, settings.model_version,
                              settings.feedback_key or new_key())
         self.ledger = Ledger(settings.feedback_window, settings.feedback_capacity)
-        # One thread: large requests take turns there, the loop stays free for everything else.
+        # Large bodies are parsed in a child process, and requests of many rows predicted in one
+        # thread, taking turns: the loop stays free for everything else.
+        self.parser = ChildDecoder()
         self.offload = ThreadPoolExecutor(max_workers=1, thread_name_prefix="large-request")
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -125,6 +128,7 @@ class Server:
             log.exception("model not loaded, the server will not become ready")
             return
         runtime = loaded.runtime
+        await self.parser.start()
         if loaded.batched:
             self.predictor = BatchingPredictor(
                 runtime, self.settings.max_batch_size, self.settings.max_wait,
@@ -143,6 +147,7 @@ class Server:
         if self.predictor is not None:
             await self.predictor.close()
         self.offload.shutdown(wait=False, cancel_futures=True)
+        self.parser.close()
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -178,7 +183,7 @@ class Server:
         return body
 
     async def read_json(self, request: web.Request) -> Any:
-        return _parse(await self.read_body(request))
+        return parse(await self.read_body(request))
 
     async def run(self, request: InferenceRequest, predictor: Predictor,
                   runtime: Runtime) -> Prediction:
@@ -201,12 +206,10 @@ class Server:
                                is_classifier=runtime.is_classifier)
         return prediction
 
-    def answer_large(self, body: bytes, protocol: Protocol,
-                     runtime: Runtime) -> tuple[bytes, str]:
-        """Parse, decode, predict and encode in one go: what a worker thread does."""
-        inference = protocol.decode(_parse(body), runtime, self.settings.max_rows)
-        prediction = self.predict_here(inference, runtime)
-        return self.encode(protocol, inference, prediction)
+    def answer_here(self, protocol: Protocol, inference: InferenceRequest,
+                    runtime: Runtime) -> tuple[bytes, str]:
+        """Predict and encode in one go: what the worker thread does for many rows."""
+        return self.encode(protocol, inference, self.predict_here(inference, runtime))
 
     def encode(self, protocol: Protocol, inference: InferenceRequest,
                prediction: Prediction) -> tuple[bytes, str]:
@@ -222,22 +225,22 @@ class Server:
     # -- handlers ----------------------------------------------------------------------------
 
     async def infer(self, request: web.Request, protocol: Protocol) -> web.Response:
-        """Small requests are predicted on the loop (batched with others when that helps);
-        large ones in a worker thread, so the loop keeps answering probes meanwhile."""
+        """Small requests are parsed and predicted on the loop (batched with others when that
+        helps); large bodies are parsed in a child process and many rows predicted in a worker
+        thread, so the loop keeps answering probes meanwhile."""
         self.check_model(request)
         runtime, predictor = self.ready_runtime()
         body = await self.read_body(request)
-        loop = asyncio.get_running_loop()
         if len(body) > OFFLOAD_BYTES:
-            encoded, prediction_id = await loop.run_in_executor(
-                self.offload, self.answer_large, body, protocol, runtime)
+            inference = await self.parser.decode(body, protocol is Protocol.V2, runtime.schema,
+                                                 self.settings.max_rows)
         else:
-            inference = protocol.decode(_parse(body), runtime, self.settings.max_rows)
-            if inference.rows.shape[0] > self.settings.max_batch_size:
-                prediction = await loop.run_in_executor(self.offload, self.predict_here,
-                                                        inference, runtime)
-            else:
-                prediction = await self.run(inference, predictor, runtime)
+            inference = protocol.decode(parse(body), runtime.schema, self.settings.max_rows)
+        if inference.rows.shape[0] > self.settings.max_batch_size:
+            encoded, prediction_id = await asyncio.get_running_loop().run_in_executor(
+                self.offload, self.answer_here, protocol, inference, runtime)
+        else:
+            prediction = await self.run(inference, predictor, runtime)
             encoded, prediction_id = self.encode(protocol, inference, prediction)
         return web.Response(body=encoded, content_type=JSON,
                             headers={PREDICTION_ID_HEADER: prediction_id})
@@ -317,13 +320,6 @@ class Server:
     async def metrics_text(self, _: web.Request) -> web.Response:
         return web.Response(body=self.metrics.exposition(),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-def _parse(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise RequestError(400, f"the body is not valid JSON: {error}") from None
 
 
 def _feedback_items(body: Any, max_items: int) -> list[dict[str, Any]]:

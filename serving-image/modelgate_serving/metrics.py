@@ -71,6 +71,7 @@ class Metrics:
                                     buckets=BATCH_BUCKETS,
                                     registry=self.registry).labels(model, version)
         self._codes: dict[int, Any] = {}
+        self._classes: dict[str, Any] = {}
 
     def loaded(self, sha256: str, *, is_classifier: bool) -> None:
         self.values = Histogram("modelgate_prediction_value",
@@ -107,14 +108,26 @@ class Metrics:
         if rows == 0:
             return
         if is_classifier:
-            labels, counts = np.unique(predicted.astype(str), return_counts=True)
-            for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
-                self.predictions.labels(self.model, self.version, label).inc(count / rows)
+            names = predicted.astype(str)
+            if names.size == 1:  # most requests: one row, one output; nothing to sort
+                self._class(names.item()).inc(1.0)
+            else:
+                labels, counts = np.unique(names, return_counts=True)
+                for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
+                    self._class(label).inc(count / rows)
             if proba is not None and proba.ndim == 2 and proba.shape[1] == 2:
                 self.values.observe(float(proba[random.randrange(rows), 1]))
         elif predicted.dtype.kind in "iuf":
             values = predicted.reshape(rows, -1)
             self.values.observe(float(values[random.randrange(rows), 0]))
+
+    def _class(self, label: str) -> Any:
+        """The counter child of one predicted class (label lookups cost more than the count)."""
+        counter = self._classes.get(label)
+        if counter is None:
+            counter = self._classes[label] = self.predictions.labels(self.model, self.version,
+                                                                     label)
+        return counter
 
     def feedback_counted(self, version: str, correct: int, incorrect: int) -> None:
         if correct:

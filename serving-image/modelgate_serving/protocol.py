@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from modelgate_serving.runtime import PREDICT, PREDICT_PROBA, Prediction, Runtime
+from modelgate_serving.runtime import PREDICT, PREDICT_PROBA, Prediction, Schema
 
 
 class RequestError(Exception):
@@ -29,6 +29,10 @@ class RequestError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+    def __reduce__(self) -> tuple[type[RequestError], tuple[int, str]]:
+        # raised in the child process that decodes large bodies, and re-raised here
+        return RequestError, (self.status, self.message)
 
 
 # V2 datatype -> (numpy dtype, JSON value kinds numpy may infer for it)
@@ -63,17 +67,17 @@ class InferenceRequest:
         return PREDICT_PROBA in self.outputs
 
 
-def decode_v2(body: Any, runtime: Runtime, max_rows: int) -> InferenceRequest:
+def decode_v2(body: Any, schema: Schema, max_rows: int) -> InferenceRequest:
     """A V2 inference request body (parsed JSON) -> rows and requested outputs."""
     try:
-        return _decode_v2(body, runtime, max_rows)
+        return _decode_v2(body, schema, max_rows)
     except (ValueError, TypeError, OverflowError, MemoryError) as error:
         # numpy's own complaint about values the checks above let through: still the client's
         raise RequestError(400, f"inputs: the data cannot be read as the declared tensors "
                                 f"({type(error).__name__}: {error})") from None
 
 
-def _decode_v2(body: Any, runtime: Runtime, max_rows: int) -> InferenceRequest:
+def _decode_v2(body: Any, schema: Schema, max_rows: int) -> InferenceRequest:
     if not isinstance(body, dict):
         raise RequestError(400, "the body must be a JSON object with an \"inputs\" list")
     request_id = body.get("id")
@@ -90,23 +94,23 @@ def _decode_v2(body: Any, runtime: Runtime, max_rows: int) -> InferenceRequest:
         columns.append(_decode_tensor(tensor, where, max_rows))
         if isinstance(tensor, dict):
             ignored += _parameter_names(tensor.get("parameters"), f"{where}.parameters")
-    rows = _as_rows(columns, runtime)
-    _check_rows(runtime, rows, "inputs")
-    outputs = _requested_outputs(body.get("outputs"), runtime)
+    rows = _as_rows(columns, schema)
+    _check_rows(schema, rows, "inputs")
+    outputs = _requested_outputs(body.get("outputs"), schema)
     return InferenceRequest(rows=rows, outputs=outputs, id=request_id,
                             ignored_parameters=tuple(ignored))
 
 
-def decode_v1(body: Any, runtime: Runtime, max_rows: int) -> InferenceRequest:
+def decode_v1(body: Any, schema: Schema, max_rows: int) -> InferenceRequest:
     """A V1 predict body -> rows."""
     try:
-        return _decode_v1(body, runtime, max_rows)
+        return _decode_v1(body, schema, max_rows)
     except (ValueError, TypeError, OverflowError, MemoryError) as error:
         raise RequestError(400, f"instances: the rows cannot be read as numbers or strings "
                                 f"({type(error).__name__}: {error})") from None
 
 
-def _decode_v1(body: Any, runtime: Runtime, max_rows: int) -> InferenceRequest:
+def _decode_v1(body: Any, schema: Schema, max_rows: int) -> InferenceRequest:
     if not isinstance(body, dict) or "instances" not in body:
         raise RequestError(400, "the body must be a JSON object {\"instances\": [[...], ...]}")
     instances = body["instances"]
@@ -125,7 +129,7 @@ def _decode_v1(body: Any, runtime: Runtime, max_rows: int) -> InferenceRequest:
     elif rows.dtype.kind not in "biuf":
         raise RequestError(400, "instances: values must be numbers, booleans or strings, "
                                 "the same kind throughout")
-    _check_rows(runtime, rows, "instances")
+    _check_rows(schema, rows, "instances")
     ignored = _parameter_names(body.get("parameters"), "parameters")
     return InferenceRequest(rows=rows, ignored_parameters=tuple(ignored))
 
@@ -137,9 +141,9 @@ def _check_row_count(rows: int, max_rows: int, where: str) -> None:
                                 f"per request (--max-rows); send them in several requests")
 
 
-def _check_rows(runtime: Runtime, rows: npt.NDArray[Any], where: str) -> None:
+def _check_rows(schema: Schema, rows: npt.NDArray[Any], where: str) -> None:
     try:
-        runtime.check(rows, where)
+        schema.check(rows, where)
     except ValueError as error:
         raise RequestError(400, str(error)) from None
 
@@ -243,10 +247,10 @@ def _kind_name(values: npt.NDArray[Any]) -> str:
             "U": "strings"}.get(values.dtype.kind, "mixed values")
 
 
-def _as_rows(columns: Sequence[npt.NDArray[Any]], runtime: Runtime) -> npt.NDArray[Any]:
+def _as_rows(columns: Sequence[npt.NDArray[Any]], schema: Schema) -> npt.NDArray[Any]:
     if len(columns) == 1:
         only = columns[0]
-        if only.ndim == 1 and runtime.n_features == 1:
+        if only.ndim == 1 and schema.n_features == 1:
             return only.reshape(-1, 1)
         if only.ndim != 2:
             raise RequestError(400, f"inputs[0].shape: {list(only.shape)} is not "
@@ -264,17 +268,17 @@ def _as_rows(columns: Sequence[npt.NDArray[Any]], runtime: Runtime) -> npt.NDArr
     return np.hstack(parts)
 
 
-def _requested_outputs(requested: Any, runtime: Runtime) -> tuple[str, ...]:
+def _requested_outputs(requested: Any, schema: Schema) -> tuple[str, ...]:
     if requested is None:
         return (PREDICT,)
     if not isinstance(requested, list) or not all(
             isinstance(item, dict) and isinstance(item.get("name"), str) for item in requested):
         raise RequestError(400, "outputs: must be a list of {\"name\": ...}")
     names = tuple(dict.fromkeys(item["name"] for item in requested))
-    unknown = [name for name in names if name not in runtime.outputs]
+    unknown = [name for name in names if name not in schema.outputs]
     if unknown:
         raise RequestError(400, f"outputs: {', '.join(unknown)} not available from this "
-                                f"{runtime.kind}; it offers {', '.join(runtime.outputs)}")
+                                f"{schema.kind}; it offers {', '.join(schema.outputs)}")
     return names or (PREDICT,)
 
 

@@ -33,34 +33,20 @@ class Prediction:
     proba: npt.NDArray[np.float64] | None = None
 
 
-class Runtime:
-    """One loaded scikit-learn estimator and what the server needs to know about it."""
+@dataclass(frozen=True)
+class Schema:
+    """What a request's rows must look like for one model: small and picklable, so a body can
+    be decoded and checked in another process (see `parsing`) without the estimator."""
 
-    def __init__(self, estimator: Any, sha256: str) -> None:
-        if not callable(getattr(estimator, "predict", None)):
-            raise InputError(f"the file holds a {type(estimator).__name__}, which has no "
-                             f"predict(); serve a fitted estimator or Pipeline")
-        self.estimator = estimator
-        self.sha256 = sha256
-        self.n_features: int | None = _int_or_none(getattr(estimator, "n_features_in_", None))
-        classes = getattr(estimator, "classes_", None)
-        self.classes: npt.NDArray[Any] | None = (np.asarray(classes) if classes is not None
-                                                 else None)
-        self.has_proba = callable(getattr(estimator, PREDICT_PROBA, None))
-        self.allow_nan = _allows_nan(estimator)
-
-    @property
-    def is_classifier(self) -> bool:
-        return self.classes is not None
+    n_features: int | None
+    allow_nan: bool
+    has_proba: bool
+    kind: str
 
     @property
     def outputs(self) -> tuple[str, ...]:
         """Output names a request may ask for."""
         return (PREDICT, PREDICT_PROBA) if self.has_proba else (PREDICT,)
-
-    @property
-    def kind(self) -> str:
-        return type(self.estimator).__name__
 
     def check(self, rows: npt.NDArray[Any], where: str) -> None:
         """Raise InputError when `rows` cannot be predicted by this model."""
@@ -76,6 +62,39 @@ class Runtime:
             row = int(np.argwhere(~np.isfinite(rows))[0][0])
             raise InputError(f"{where}: row {row} holds NaN or infinity (a number too large "
                              f"for the datatype?), which this model does not accept")
+
+
+class Runtime:
+    """One loaded scikit-learn estimator and what the server needs to know about it."""
+
+    def __init__(self, estimator: Any, sha256: str) -> None:
+        if not callable(getattr(estimator, "predict", None)):
+            raise InputError(f"the file holds a {type(estimator).__name__}, which has no "
+                             f"predict(); serve a fitted estimator or Pipeline")
+        self.estimator = estimator
+        self.sha256 = sha256
+        classes = getattr(estimator, "classes_", None)
+        self.classes: npt.NDArray[Any] | None = (np.asarray(classes) if classes is not None
+                                                 else None)
+        self.has_proba = callable(getattr(estimator, PREDICT_PROBA, None))
+        self.schema = Schema(
+            n_features=_int_or_none(getattr(estimator, "n_features_in_", None)),
+            allow_nan=_allows_nan(estimator), has_proba=self.has_proba,
+            kind=type(estimator).__name__)
+        self.n_features = self.schema.n_features
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.classes is not None
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Output names a request may ask for."""
+        return self.schema.outputs
+
+    @property
+    def kind(self) -> str:
+        return self.schema.kind
 
     def predict(self, rows: npt.NDArray[Any], proba: bool = False) -> Prediction:
         """Predict checked rows; model-specific rejections become InputError."""

@@ -34,8 +34,8 @@ def test_the_readme_quickstart_works_as_written(sandbox_env: dict[str, str],
                             check=False)
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     out = result.stdout
-    assert re.search(r"NAME\s+PHASE\s+STABLE\s+CANARY\s+WEIGHT\s+AGE\niris\s+Healthy\s+v2\s",
-                     out), out
+    assert re.search(r"NAME\s+PHASE\s+READY\s+STABLE\s+CANARY\s+WEIGHT\s+AGE\n"
+                     r"iris\s+Healthy\s+True\s+v2\s", out), out
     for reason in ("RolloutStarted", "StepCompleted", "RolledBack"):
         assert reason in out  # describe's Events
     assert "deployment.apps/iris-stable" in out

@@ -13,6 +13,7 @@ import copy
 import datetime
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -97,14 +98,24 @@ NAME_COLUMN = _column("Name", format_="name",
                       description="Name must be unique within a namespace.")
 
 
+_FILTER = re.compile(r"""\[\?\(@\.(\w+)==["']([^"']*)["']\)\]""")
+
+
 def lookup(obj: Any, json_path: str) -> Any:
-    """Value at a simple JSONPath (`.status.canary.weight`, `.spec.ports[0].port`), None if
-    absent. Printer columns of this project's CRD and of core kinds need no more."""
+    """Value at a simple JSONPath (`.status.canary.weight`, `.spec.ports[0].port`, and the
+    first match of an equality filter, `.status.conditions[?(@.type=="Ready")].status`), None
+    if absent. Printer columns of this project's CRD and of core kinds need no more."""
     node = obj
-    for part in json_path.strip("{}").lstrip(".").replace("[", ".[").split("."):
+    path = _FILTER.sub(lambda m: f"[?{m.group(1)}={m.group(2)}]", json_path.strip("{}"))
+    for part in path.lstrip(".").replace("[", ".[").split("."):
         if not part:
             continue
-        if part.startswith("["):
+        if part.startswith("[?"):
+            key, _, value = part[2:-1].partition("=")
+            node = next((item for item in node if isinstance(item, dict)
+                         and str(item.get(key)) == value), None) \
+                if isinstance(node, list) else None
+        elif part.startswith("["):
             index = int(part.strip("[]"))
             node = node[index] if isinstance(node, list) and len(node) > index else None
         else:
@@ -386,3 +397,94 @@ def _deep_set(target: dict[str, Any], config: Mapping[str, Any]) -> dict[str, An
         else:
             target[key] = copy.deepcopy(value)
     return target
+
+
+# --- managedFields ------------------------------------------------------------------------------
+
+_BOOKKEEPING = {("apiVersion",), ("kind",), ("metadata", "managedFields"),
+                ("metadata", "resourceVersion"), ("metadata", "generation"),
+                ("metadata", "uid"), ("metadata", "creationTimestamp"),
+                ("metadata", "deletionTimestamp"), ("metadata", "deletionGracePeriodSeconds"),
+                ("metadata", "selfLink"), ("metadata", "name"), ("metadata", "namespace")}
+
+
+def _leaves(obj: Mapping[str, Any], status: bool | None) -> dict[tuple[str, ...], Any]:
+    """Each field of obj a manager can own, with its value; `status`: only status (True),
+    everything but status (False), or everything (None)."""
+    leaves = {}
+    for path in leaf_paths(dict(obj)):
+        if not path or path[:2] in _BOOKKEEPING or path[:1] in _BOOKKEEPING:
+            continue
+        if status is not None and (path[0] == "status") != status:
+            continue
+        node: Any = obj
+        for key in path:
+            node = node[key]
+        leaves[path] = node
+    return leaves
+
+
+def fields_v1(paths: set[tuple[str, ...]]) -> dict[str, Any]:
+    """Owned fields in the API server's FieldsV1 form (`{"f:metadata": {"f:annotations":
+    {"f:key": {}}}}`); lists are owned whole."""
+    tree: dict[str, Any] = {}
+    for path in sorted(paths):
+        node = tree
+        for key in path:
+            node = node.setdefault(f"f:{key}", {})
+    return tree
+
+
+def owned_paths(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """The inverse of fields_v1."""
+    paths: set[tuple[str, ...]] = set()
+    for key, child in tree.items():
+        if key == ".":
+            continue
+        path = (*prefix, key[2:] if key.startswith("f:") else key)
+        inner = {k: v for k, v in (child or {}).items() if k != "."}
+        paths |= owned_paths(inner, path) if inner else {path}
+    return paths
+
+
+def managed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any], manager: str,
+                   operation: str, subresource: str | None, now: str,
+                   applied: Mapping[str, Any] | None = None,
+                   status_subresource: bool = True) -> list[dict[str, Any]]:
+    """`after`'s metadata.managedFields once `manager` wrote it, as the API server keeps them
+    (k8s.io/apiserver fieldmanager): an Update owns what it changed, added to what it owned;
+    an Apply owns exactly its configuration; a field one manager changes leaves every other
+    manager; fields that are gone leave everyone; an entry that owns nothing is dropped.
+    Entries are per (manager, operation, subresource). Lists are owned whole, and conflicts
+    between managers are not detected (the sandbox has one person applying)."""
+    scope = True if subresource == "status" else (False if status_subresource else None)
+    old = _leaves(before or {}, scope)
+    new = _leaves(after, scope)
+    changed = {path for path, value in new.items() if path not in old or old[path] != value}
+    entries = [dict(entry) for entry in (before or {}).get("metadata", {}).get(
+        "managedFields") or []]
+    mine = next((entry for entry in entries if entry.get("manager") == manager
+                 and entry.get("operation") == operation
+                 and entry.get("subresource") == subresource), None)
+    result = []
+    for entry in entries:
+        if entry is mine:
+            continue
+        owned = owned_paths(entry.get("fieldsV1") or {})
+        if (entry.get("subresource") == "status") == (subresource == "status"):
+            owned = {path for path in owned - changed if path in new}
+        if owned:
+            result.append({**entry, "fieldsV1": fields_v1(owned)})
+    if operation == "Apply":
+        owned = {path for path in _leaves(dict(applied or {}), scope) if path in new}
+    else:
+        previous = owned_paths((mine or {}).get("fieldsV1") or {})
+        owned = {path for path in previous | changed if path in new}
+    if owned:
+        entry = {"manager": manager, "operation": operation,
+                 "apiVersion": after.get("apiVersion"), "time": now, "fieldsType": "FieldsV1",
+                 "fieldsV1": fields_v1(owned)}
+        if subresource:
+            entry["subresource"] = subresource
+        result.append(entry)
+    return result

@@ -4,11 +4,18 @@ endpoints keep answering within a second however many arrive."""
 
 from __future__ import annotations
 
+import array
 import concurrent.futures
+import contextlib
+import fcntl
 import json
+import os
+import signal
+import termios
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,13 +93,81 @@ def test_health_answers_within_a_second_under_huge_and_heavy_requests(heavy: Ser
         prober.result()
     assert statuses == [413] * 16 + [200] * 6
     assert len(waits) > 10
-    # Nine probes in ten within a second (scaled like every deadline of the suite: its other
-    # workers share the cores); before large requests left the event loop, every probe of
-    # the burst waited (28 s for sixteen). Known open defect (issue 24): on a loaded 2-core
-    # machine one probe can still stall for tens of seconds (34 s seen in the full suite),
-    # so the maximum is reported, not asserted, until it is found and fixed.
+    # Every probe within a second (scaled like every deadline of the suite: its other workers
+    # share the cores). Before large bodies were parsed in a child process, the loop queued
+    # for the GIL behind each parse whenever it waited on a socket: 13 to 34 s stalls were
+    # seen in full-suite runs, 5.7 s with the test alone beside stress-ng.
     waits.sort()
     slowest = f"health answers {waits[len(waits) // 2]:.2f}s median, {waits[-1]:.2f}s max"
-    assert waits[int(len(waits) * 0.9)] < 1.0 * TIMEOUT_SCALE, slowest
-    print(slowest)
+    assert waits[-1] < 1.0 * TIMEOUT_SCALE, slowest
+    assert "Traceback" not in heavy.log()
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (the server's body parser)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _queued(child: int) -> int:
+    """Bytes waiting in the pipe the parser child reads its jobs from (its first argument)."""
+    read_end = int(Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[3])
+    pipe = os.open(f"/proc/{child}/fd/{read_end}", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        waiting = array.array("i", [0])
+        fcntl.ioctl(pipe, termios.FIONREAD, waiting)
+        return waiting[0]
+    finally:
+        os.close(pipe)  # a reader of ours would keep the pipe open once the child is gone
+
+
+def _wait(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + 10 * TIMEOUT_SCALE
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_a_body_parser_that_dies_costs_its_request_a_503_and_is_replaced(heavy: Served,
+                                                                          models) -> None:
+    """The child that parses large bodies can die with a body in hand (out of memory on a huge
+    one): that request gets a 503 saying so, the next large body goes to a new child, and the
+    server lives on. Made deterministic by freezing the child, waiting until the server has
+    sent it the body, then killing it."""
+    rows = np.resize(models["forest"].X, (5_000, 4)).tolist()
+    assert heavy.predict_v1(rows).ok  # a large body: the parser child exists
+    [child] = _children(heavy.process.pid)
+    os.kill(child, signal.SIGSTOP)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(heavy.predict_v1, rows)
+            _wait(lambda: _queued(child) > 0, "the server to send the body to its parser")
+            os.kill(child, signal.SIGKILL)
+            answer = pending.result()
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # already gone, as it should be
+            os.kill(child, signal.SIGKILL)
+    assert answer.status_code == 503, answer.text
+    assert "parser process stopped" in answer.json()["error"]
+    assert heavy.predict_v1(rows).ok
+    assert heavy.predict_v1(rows[:3]).ok
+    assert _children(heavy.process.pid) not in ([], [child])
+
+
+def test_a_body_parser_killed_while_idle_is_replaced_unnoticed(heavy: Served, models) -> None:
+    rows = np.resize(models["forest"].X, (5_000, 4)).tolist()
+    assert heavy.predict_v1(rows).ok
+    [child] = _children(heavy.process.pid)
+    os.kill(child, signal.SIGKILL)
+    _wait(lambda: Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+          if Path(f"/proc/{child}").exists() else True, "the killed parser to exit")
+    assert heavy.predict_v1(rows).ok
+    assert _children(heavy.process.pid) not in ([], [child])
     assert "Traceback" not in heavy.log()

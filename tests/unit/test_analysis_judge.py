@@ -310,6 +310,18 @@ def test_threshold_check_passes_inside_fails_outside_and_holds_without_value() -
     assert check_threshold(metric, math.nan).verdict is Verdict.NO_DATA
 
 
+def test_a_query_compared_with_stable_fails_only_above_the_tolerance() -> None:
+    metric = MetricSpec("p95", MetricType.PROMETHEUS, query="q", tolerance=0.05)
+    within = check_threshold(metric, 0.29, 0.25)
+    assert within.verdict is Verdict.PASS
+    assert (within.canary.value, within.stable.value) == (0.29, 0.25)
+    assert "increase +0.04 is within the tolerated 0.05" in within.reason
+    assert check_threshold(metric, 0.31, 0.25).verdict is Verdict.FAIL
+    assert check_threshold(metric, 0.31, None).reason == \
+        "the query returned no value yet for stable"
+    assert check_threshold(metric, None, None).verdict is Verdict.NO_DATA
+
+
 # --- the judge --------------------------------------------------------------------------
 
 SPEC = AnalysisSpec(metrics=(ERRORS, ACCURACY), alpha=0.01, max_duration_seconds=600,

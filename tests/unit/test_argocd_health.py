@@ -3,44 +3,19 @@ has Lua 5.1 semantics) over a table of ModelDeployments: docs/architecture.md, c
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from support.health import argocd_health
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "manifests" / "argocd" / "health.lua"
 
 
-def _lua(value: Any) -> str:
-    """A Python value as a Lua table constructor."""
-    if value is None:
-        return "nil"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid Lua string for these texts
-    if isinstance(value, list):
-        return "{" + ", ".join(_lua(item) for item in value) + "}"
-    return "{" + ", ".join(f"[{json.dumps(key)}] = {_lua(item)}"
-                           for key, item in value.items()) + "}"
-
-
 def health(obj: dict[str, Any], script: str | None = None) -> tuple[str, str]:
-    lua = shutil.which("lua5.1")
-    assert lua, "lua5.1 is missing: `make tools` installs it (make test does)"
-    program = (f"obj = {_lua(obj)}\nlocal function check()\n{script or SCRIPT.read_text()}\n"
-               "end\nlocal hs = check()\nio.write(hs.status, '\\t', hs.message or '')\n")
-    result = subprocess.run([lua, "-"], input=program, capture_output=True, text=True,
-                            timeout=10, check=True)
-    status, _, message = result.stdout.partition("\t")
-    return status, message
+    return argocd_health(obj, script)
 
 
 def md(phase: str | None = None, message: str = "m", generation: int = 2,

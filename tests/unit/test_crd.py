@@ -39,14 +39,16 @@ def test_crd_names_follow_the_contract() -> None:
     assert version["subresources"] == {"status": {}}
 
 
-def test_printer_columns_show_phase_stable_canary_weight_age() -> None:
+def test_printer_columns_show_phase_ready_stable_canary_weight_age_and_wide_message() -> None:
     columns = crd.crd()["spec"]["versions"][0]["additionalPrinterColumns"]
-    assert [(c["name"], c["jsonPath"]) for c in columns] == [
-        ("Phase", ".status.phase"),
-        ("Stable", ".status.stable.version"),
-        ("Canary", ".status.canary.version"),
-        ("Weight", ".status.canary.weight"),
-        ("Age", ".metadata.creationTimestamp"),
+    assert [(c["name"], c["jsonPath"], c.get("priority", 0)) for c in columns] == [
+        ("Phase", ".status.phase", 0),
+        ("Ready", '.status.conditions[?(@.type=="Ready")].status', 0),
+        ("Stable", ".status.stable.version", 0),
+        ("Canary", ".status.canary.version", 0),
+        ("Weight", ".status.canary.weight", 0),
+        ("Age", ".metadata.creationTimestamp", 0),
+        ("Message", ".status.message", 1),
     ]
 
 

@@ -9,8 +9,10 @@ restarted operator continues.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from modelgate.core import conditions as summary
 from modelgate.core import steps as program
 from modelgate.core.analysis import (
     AnalysisDecision,
@@ -28,7 +30,6 @@ from modelgate.core.manifests import model_hash
 from modelgate.core.state import (
     ArmPlan,
     CanaryState,
-    Condition,
     Decision,
     Event,
     HistoryEntry,
@@ -72,6 +73,8 @@ def decide_invalid(state: RolloutState, observed: Observed, problems: list[str],
         Event("InvalidSpec", message, warning=True),)
     conditions = _set_condition(state.conditions, "SpecValid", False, "InvalidSpec", message,
                                 now, observed.generation)
+    conditions = summary.summarize(conditions, Phase.DEGRADED, "InvalidSpec", message, (0, 0),
+                                   now, observed.generation)
     new_state = replace(state, phase=Phase.DEGRADED, message=message,
                         observed_generation=observed.generation, spec_hash=observed.spec_hash,
                         conditions=conditions)
@@ -82,12 +85,16 @@ def decide_invalid(state: RolloutState, observed: Observed, problems: list[str],
 def decide_conflict(state: RolloutState, observed: Observed, conflicts: list[str],
                     now: float) -> Decision:
     """Children's names are taken by objects modelgate does not control: touch nothing, hold
-    the rollout where it is, and say which names (a NameConflict condition and Event)."""
+    the rollout where it is, and say which names (a NameConflict condition and Event). Nothing
+    moves until a person frees the names: phase Degraded, Stalled."""
     message = "; ".join(conflicts)
     events = () if state.message == message else (Event("NameConflict", message, warning=True),)
     conditions = _set_condition(state.conditions, "NamesAvailable", False, "NameConflict",
                                 message, now, observed.generation)
-    new_state = replace(state, message=message, conditions=conditions)
+    conditions = summary.summarize(conditions, Phase.DEGRADED, "NameConflict", message, (0, 0),
+                                   now, observed.generation)
+    new_state = replace(state, phase=Phase.DEGRADED, message=message, conditions=conditions,
+                        observed_generation=observed.generation)
     return Decision(state=new_state, stable=None, canary=None, events=events,
                     keep_children=True)
 
@@ -112,14 +119,27 @@ class _Tick:
         self.events: list[Event] = []
         self.record: AnalysisRecord | None = None
         self.total = spec.serving.replicas
+        self.reason = "Deploying"
+        """Why the tick ended in its phase (CamelCase): the reason of Ready, Reconciling and
+        Stalled (core.conditions)."""
 
     # --- helpers ---------------------------------------------------------------------------
 
     def emit(self, reason: str, message: str, *, warning: bool = False) -> None:
         self.events.append(Event(reason, message, warning))
 
-    def report(self, phase: Phase, message: str) -> None:
+    def report(self, phase: Phase, message: str, reason: str) -> None:
         self.state = replace(self.state, phase=phase, message=message)
+        self.reason = reason
+
+    def previous_stalled_reason(self, default: str, allowed: tuple[str, ...] = ()) -> str:
+        """The reason the rollout was held for at an earlier tick (kept in status), when the
+        hold goes on; `default` when there is none (or it is not one of `allowed`)."""
+        stalled = summary.status_of(self.state.conditions, summary.STALLED)
+        if stalled is None or stalled.status != "True" or stalled.reason in (
+                "InvalidSpec", "NameConflict") or (allowed and stalled.reason not in allowed):
+            return default
+        return stalled.reason
 
     def put_canary(self, canary: CanaryState | None) -> None:
         self.state = replace(self.state, canary=canary)
@@ -149,7 +169,7 @@ class _Tick:
     # --- the tick ---------------------------------------------------------------------------
 
     def run(self) -> None:
-        if self.state.phase is Phase.DEGRADED:
+        if any(c.type == "SpecValid" and c.status == "False" for c in self.state.conditions):
             self.emit("SpecValid", "the spec is valid again")
         self.condition("SpecValid", True, "Valid", "the spec is valid")
         if any(c.type == "NamesAvailable" and c.status == "False"
@@ -186,8 +206,8 @@ class _Tick:
             return
         ready = observed.ready if observed is not None else 0
         self.report(Phase.PENDING,
-                    f"deploying version {initial.version}: {ready}/{self.total} pods ready")
-        self.condition("Ready", False, "Deploying", self.state.message)
+                    f"deploying version {initial.version}: {ready}/{self.total} pods ready",
+                    "Deploying")
         self.condition("Progressing", True, "Deploying", self.state.message)
 
     def supersede(self, target: ModelSource) -> None:
@@ -214,8 +234,8 @@ class _Tick:
             self.report(Phase.ROLLED_BACK, (
                 f"version {target.version} was rolled back ({rejection.reason}); version "
                 f"{stable.model.version} serves all traffic. Change spec.model or run "
-                f"`modelgate retry {self.spec.name}` to try it again"))
-            self.ready_condition()
+                f"`modelgate retry {self.spec.name}` to try it again"),
+                self.previous_stalled_reason("RolledBack", ("RolledBack", "Aborted")))
             return
         if rejection is not None:
             self.state = replace(self.state, rejected=tuple(
@@ -226,20 +246,17 @@ class _Tick:
     def healthy(self) -> None:
         stable = self.state.stable
         assert stable is not None
-        self.report(Phase.HEALTHY, f"version {stable.model.version} serves all traffic")
-        self.ready_condition()
+        self.report(Phase.HEALTHY, f"version {stable.model.version} serves all traffic",
+                    "Available")
         self.condition("Progressing", False, "Stable", self.state.message)
 
-    def ready_condition(self) -> None:
+    def stable_available(self) -> tuple[int, int]:
+        """(ready, wanted) stable pods."""
         arm = self.observed.stable
         ready = arm.ready if arm is not None else 0
         wanted = max(program.replica_split(self.total, self._desired_weight()).stable, 1) \
             if self.total > 0 else 0
-        if ready >= wanted:
-            self.condition("Ready", True, "Available", f"{ready} stable pods ready")
-        else:
-            self.condition("Ready", False, "Unavailable",
-                           f"{ready} of {wanted} stable pods ready")
+        return ready, wanted
 
     def _desired_weight(self) -> int:
         return self.state.canary.desired_weight if self.state.canary is not None else 0
@@ -290,7 +307,7 @@ class _Tick:
                 self.emit("Paused", "paused by a person (modelgate.dev/paused)")
                 self.put_canary(replace(canary, paused=True))
             self.hold_message("paused by a person (modelgate.dev/paused); "
-                              f"`modelgate resume {self.spec.name}` continues")
+                              f"`modelgate resume {self.spec.name}` continues", "PausedByPerson")
             return True
         if canary.paused:
             self.emit("Resumed", "resumed by a person")
@@ -301,7 +318,7 @@ class _Tick:
         held = self.running_canary().held
         if held is None:
             return False
-        self.hold_message(held)
+        self.hold_message(held, self.previous_stalled_reason("Held"))
         return True
 
     def observe_weight(self) -> None:
@@ -347,13 +364,20 @@ class _Tick:
                        consecutive_provider_errors=errors,
                        custom_values=None if scrape.error is not None
                        else custom_values(self.spec.analysis, scrape.custom_values),
+                       custom_errors=None if scrape.error is not None
+                       else scrape.custom_errors,
+                       stable_values=None if scrape.error is not None
+                       else scrape.stable_values,
                        passed=canary.passed)
         self.record = record
+        if scrape.error is None:
+            self.report_query_errors(scrape.custom_errors)
         if record.passed != canary.passed:
             self.put_canary(replace(self.running_canary(), passed=record.passed))
         if record.decision is AnalysisDecision.ROLLBACK:
             if self.spec.rollout.on_failure is OnFailure.PAUSE:
-                self.hold(f"held for a person (onFailure: pause): {record.reason}")
+                self.hold(f"held for a person (onFailure: pause): {record.reason}",
+                          "AnalysisFailed")
                 return True
             self.roll_back(record.reason, Outcome.ROLLED_BACK)
             return True
@@ -367,24 +391,36 @@ class _Tick:
             elif decision is AnalysisDecision.PROMOTE:
                 self.begin_promotion(f"{why} (onInconclusive: {policy})")
             else:
-                self.hold(f"held for a person (onInconclusive: {policy}): {record.reason}")
+                self.hold(f"held for a person (onInconclusive: {policy}): {record.reason}",
+                          "AnalysisInconclusive")
             return True
         return False
 
-    def hold(self, why: str) -> None:
+    def report_query_errors(self, errors: Mapping[str, str]) -> None:
+        """A Warning Event for each metric whose query cannot be used, once per new reason
+        (the last record in status says what was already reported)."""
+        before = {str(m.get("name")): m.get("reason")
+                  for m in (self.state.analysis or {}).get("metrics", [])
+                  if isinstance(m, Mapping)}
+        for name, why in errors.items():
+            if before.get(name) != why:
+                self.emit("MetricQueryFailed", f"{why}; the metric holds the rollout (never a "
+                          "rollback) until its query is fixed", warning=True)
+
+    def hold(self, why: str, reason: str) -> None:
         canary = self.state.canary
         assert canary is not None
         if canary.held is None:
             self.emit("Held", why, warning=True)
         self.put_canary(replace(canary, held=why))
-        self.hold_message(why)
+        self.hold_message(why, reason)
 
-    def hold_message(self, why: str) -> None:
+    def hold_message(self, why: str, reason: str) -> None:
         canary = self.state.canary
         assert canary is not None
-        self.report(Phase.PAUSED, f"canary {canary.model.version} at {canary.weight}%: {why}")
+        self.report(Phase.PAUSED, f"canary {canary.model.version} at {canary.weight}%: {why}",
+                    reason)
         self.condition("Progressing", True, "Paused", self.state.message)
-        self.ready_condition()
 
     def advance(self) -> None:
         """Run the step program as far as it can go this tick."""
@@ -415,7 +451,7 @@ class _Tick:
             if canary.held != why:
                 self.emit("AwaitingPromotion", why)
             self.put_canary(replace(canary, held=why))
-            self.hold_message(why)
+            self.hold_message(why, "AwaitingPromotion")
             return
         self.begin_promotion("every step passed")
 
@@ -427,10 +463,10 @@ class _Tick:
         self.report(Phase.PAUSED if indefinite else Phase.PROGRESSING,
                     f"canary {canary.model.version} at {canary.weight}% (step {index + 1}/"
                     f"{len(self.spec.rollout.steps)}: {program.describe(step)}): "
-                    f"{waiting}{analysis}")
+                    f"{waiting}{analysis}", _STEP_REASONS[type(step)] if not indefinite
+                    else "AwaitingPromotion")
         self.condition("Progressing", True, "Paused" if indefinite else "RolloutInProgress",
                        self.state.message)
-        self.ready_condition()
 
     def _analysis_summary(self) -> str:
         """The last analysis in a few words (this tick's, or the one kept in status)."""
@@ -455,7 +491,7 @@ class _Tick:
         self.put_canary(replace(canary, promoting=True, held=None))
         message = f"promoting version {canary.model.version}: {why}"
         self.emit("Promoting", message)
-        self.report(Phase.PROGRESSING, message)
+        self.report(Phase.PROGRESSING, message, "Promoting")
         self.condition("Progressing", True, "Promoting", message)
 
     def finish_promotion(self) -> None:
@@ -479,7 +515,7 @@ class _Tick:
         updated = arm.updated if arm is not None else 0
         message = (f"promoting version {canary.model.version}: stable rolling update, "
                    f"{updated}/{self.total} pods updated")
-        self.report(Phase.PROGRESSING, message)
+        self.report(Phase.PROGRESSING, message, "Promoting")
         self.condition("Progressing", True, "Promoting", message)
 
     def roll_back(self, reason: str, outcome: Outcome) -> None:
@@ -496,11 +532,10 @@ class _Tick:
         message = (f"version {canary.model.version} rolled back: {reason}; version "
                    f"{stable.model.version} serves all traffic")
         self.emit("RolledBack", message, warning=True)
-        self.report(Phase.ROLLED_BACK, message)
+        self.report(Phase.ROLLED_BACK, message, outcome.value)
         self.condition("RolledBack", True, outcome.value, message)
         self.condition("Promoted", False, outcome.value, message)
         self.condition("Progressing", False, outcome.value, message)
-        self.ready_condition()
 
     # --- result -----------------------------------------------------------------------------
 
@@ -520,6 +555,9 @@ class _Tick:
         return ArmPlan(state.stable.model, split.stable), ArmPlan(canary.model, split.canary)
 
     def finish(self) -> Decision:
+        self.state = replace(self.state, conditions=summary.summarize(
+            self.state.conditions, self.state.phase, self.reason, self.state.message,
+            self.stable_available(), self.now, self.observed.generation))
         stable, canary = self.plans()
         return Decision(state=self.state, stable=stable, canary=canary,
                             events=tuple(self.events), record=self.record)
@@ -586,17 +624,8 @@ def _needs(name: str, verdict: str, required: int | None, samples: int,
     return f"{name}: {verdict}"
 
 
-def _set_condition(conditions: tuple[Condition, ...], kind: str, status: bool, reason: str,
-                   message: str, now: float, generation: int | None) -> tuple[Condition, ...]:
-    value = "True" if status else "False"
-    previous = next((c for c in conditions if c.type == kind), None)
-    since = previous.last_transition if previous is not None and previous.status == value \
-        else now
-    updated = Condition(type=kind, status=value, reason=reason, message=message,
-                        last_transition=since, observed_generation=generation)
-    others = tuple(c for c in conditions if c.type != kind)
-    return tuple(sorted((*others, updated), key=lambda c: _CONDITION_ORDER.get(c.type, 99)))
+_set_condition = summary.set_condition
 
-
-_CONDITION_ORDER = {"Ready": 0, "Progressing": 1, "Promoted": 2, "RolledBack": 3,
-                    "SpecValid": 4, "NamesAvailable": 5}
+_STEP_REASONS: dict[type, str] = {SetWeight: "SetWeight", Pause: "Pause",
+                                  AnalysisGate: "Analysis"}
+"""The reason of Reconciling while a step runs: the step's kind."""

@@ -155,6 +155,12 @@ class ScrapeResult:
     custom_values: Mapping[str, float] = field(default_factory=dict)
     """The canary's value of each prometheus (threshold) metric the provider could read, by
     metric name; a provider that reads none leaves it empty (those metrics hold, no data)."""
+    stable_values: Mapping[str, float] = field(default_factory=dict)
+    """The same query's value for stable, for prometheus metrics compared with stable."""
+    custom_errors: Mapping[str, str] = field(default_factory=dict)
+    """Why a prometheus metric has no value this round (its query was refused, or returned
+    several series, NaN or an infinity), by metric name; the message names the metric and
+    its field. Such a metric reports an error and holds; it never rolls back."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from modelgate import control_annotations
 from modelgate.core import manifests, resource
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -80,10 +81,12 @@ class Cluster:
 
     def annotate_model_deployment(self, namespace: str, name: str,
                                   annotations: Mapping[str, str | None]) -> None:
-        """Set (or, with None, remove) annotations; never touches .spec."""
+        """Set (or, with None, remove) annotations; never touches .spec. Written as the
+        field manager `control_annotations.FIELD_MANAGER`, which GitOps tools leave alone."""
         self._call("patch", self.custom.patch_namespaced_custom_object, resource.GROUP,
                    resource.VERSION, namespace, resource.PLURAL, name,
-                   {"metadata": {"annotations": dict(annotations)}}, _content_type=MERGE_PATCH)
+                   {"metadata": {"annotations": dict(annotations)}}, _content_type=MERGE_PATCH,
+                   field_manager=control_annotations.FIELD_MANAGER)
 
     def find_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The object as the API server holds it now; None if it is gone."""

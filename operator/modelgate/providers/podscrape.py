@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
@@ -35,6 +35,9 @@ from modelgate.core.analysis import PodScrape, Role
 from modelgate.core.state import ScrapeResult
 from modelgate.exposition import ExpositionError, parse_exposition
 from modelgate.k8s import PodAddress
+
+if TYPE_CHECKING:
+    from modelgate.providers import Target
 
 MAX_BYTES = 512 * 1024
 """A serving pod's exposition is tens of kilobytes; more is not ours. With the default
@@ -55,7 +58,8 @@ class PodScrapeProvider:
         self.concurrency = max(concurrency, 1)
         self.max_bytes = max_bytes
 
-    def collect(self, pods: Sequence[PodAddress], port: int, t: float) -> ScrapeResult:
+    def collect(self, pods: Sequence[PodAddress], port: int, t: float, *,
+                target: Target | None = None) -> ScrapeResult:
         if not pods:
             return ScrapeResult(error="no ready serving pods to scrape")
         results = _run(self._collect(pods, port, t))
@@ -129,9 +133,10 @@ class PodScrapeProvider:
 
 
 Results = list[PodScrape | ScrapeFailedError]
+_T = TypeVar("_T")
 
 
-def _run(coroutine: Coroutine[Any, Any, Results]) -> Results:
+def _run(coroutine: Coroutine[Any, Any, _T]) -> _T:
     """Run the round on a fresh event loop; in a thread of its own if this one has a loop."""
     try:
         asyncio.get_running_loop()

@@ -12,7 +12,7 @@ from dataclasses import replace
 from modelgate.core.state import ScrapeResult
 from modelgate.core.types import ProviderSpec
 from modelgate.k8s import PodAddress
-from modelgate.providers import MetricProvider
+from modelgate.providers import NO_AUTH, MetricProvider, PrometheusAuth, Target
 
 
 class StaticProvider:
@@ -23,12 +23,13 @@ class StaticProvider:
         self.rounds = 0
         """How many times the operator collected (a test can see that the analysis ran)."""
 
-    def collect(self, pods: Sequence[PodAddress], port: int, t: float) -> ScrapeResult:
+    def collect(self, pods: Sequence[PodAddress], port: int, t: float, *,
+                target: Target | None = None) -> ScrapeResult:
         self.rounds += 1
         return replace(self.result,
                        scrapes=tuple(replace(scrape, t=t) for scrape in self.result.scrapes))
 
-    def factory(self, spec: ProviderSpec, *, timeout_cap: float,
-                concurrency: int) -> MetricProvider:
+    def factory(self, spec: ProviderSpec, *, timeout_cap: float, concurrency: int,
+                auth: PrometheusAuth = NO_AUTH) -> MetricProvider:
         """This provider whatever the spec asks for (a `ProviderFactory`)."""
         return self

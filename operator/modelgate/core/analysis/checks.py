@@ -614,8 +614,12 @@ def check_prediction_distribution(metric: MetricSpec, stable: ArmObservation,
 
 # --- custom Prometheus query ----------------------------------------------------------------
 
-def check_threshold(metric: MetricSpec, value: float | None) -> MetricRecord:
-    """An absolute range for a user's query about the canary; no comparison with stable."""
+def check_threshold(metric: MetricSpec, value: float | None,
+                    stable: float | None = None) -> MetricRecord:
+    """A user's query about the canary: within an absolute range (thresholdRange), or, with a
+    tolerance instead, at most that much above the same query's value for stable."""
+    if metric.threshold is None:
+        return _check_against_stable(metric, value, stable)
     threshold = metric.threshold
     low = threshold.minimum if threshold else None
     high = threshold.maximum if threshold else None
@@ -630,6 +634,28 @@ def check_threshold(metric: MetricSpec, value: float | None) -> MetricRecord:
         name=metric.name, type=metric.type, verdict=Verdict.PASS if inside else Verdict.FAIL,
         stable=ArmValue(None, 0), canary=ArmValue(value, 1), statistic=value,
         reason=f"value {value:g} is {'inside' if inside else 'outside'} {allowed}")
+
+
+def _check_against_stable(metric: MetricSpec, value: float | None,
+                          stable: float | None) -> MetricRecord:
+    tolerance = metric.tolerance or 0.0
+    missing = [arm for arm, found in (("canary", value), ("stable", stable))
+               if found is None or math.isnan(found)]
+    if missing:
+        return MetricRecord(
+            name=metric.name, type=metric.type, verdict=Verdict.NO_DATA,
+            stable=ArmValue(stable, 0 if stable is None else 1),
+            canary=ArmValue(value, 0 if value is None else 1),
+            reason=f"the query returned no value yet for {' and '.join(missing)}")
+    assert value is not None
+    assert stable is not None
+    increase = value - stable
+    within = increase <= tolerance
+    return MetricRecord(
+        name=metric.name, type=metric.type, verdict=Verdict.PASS if within else Verdict.FAIL,
+        stable=ArmValue(stable, 1), canary=ArmValue(value, 1), statistic=increase,
+        reason=f"canary {value:g} vs stable {stable:g}: increase {increase:+g} is "
+               f"{'within' if within else 'above'} the tolerated {tolerance:g}")
 
 
 Check = Callable[..., MetricRecord]

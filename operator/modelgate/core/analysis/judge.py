@@ -41,6 +41,8 @@ def judge(
     provider_error: str | None = None,
     consecutive_provider_errors: int = 0,
     custom_values: Mapping[str, float | None] | None = None,
+    custom_errors: Mapping[str, str] | None = None,
+    stable_values: Mapping[str, float | None] | None = None,
     explain: bool = True,
     passed: Collection[str] = (),
 ) -> AnalysisRecord:
@@ -49,6 +51,10 @@ def judge(
     observation: both arms over the window, or None when the provider failed this time
     (provider_error says why; consecutive_provider_errors counts this failure too).
     custom_values: each prometheus metric's value for the canary (None: no value).
+    stable_values: the same query's value for stable, for prometheus metrics compared with
+    stable (a tolerance instead of a thresholdRange).
+    custom_errors: why a prometheus metric's query gave no usable value (its verdict is
+    error; it holds, and a policy never rolls back for it).
     explain: estimate the time still needed for undecided metrics (costs a little time).
     passed: metrics that passed at an earlier look of this analysis. A pass stands: a metric
     that crossed its "within tolerance" boundary once has spent its β, so it need not cross
@@ -64,13 +70,15 @@ def judge(
                     window_seconds=window)
     records = tuple(
         _stood(_check(metric, observation, design, provider_error, custom_values or {},
-                      explain), passed)
+                      custom_errors or {}, stable_values or {}, explain), passed)
         for metric in analysis.metrics
     )
     passed_now = tuple(r.name for r in records if r.verdict is Verdict.PASS)
     rate = (observation.canary.requests / window
             if observation is not None and window > 0 else None)
-    starved = any(r.verdict is Verdict.NO_DATA for r in records)
+    # a metric whose query cannot be used is no evidence against the canary either
+    starved = any(r.verdict is Verdict.NO_DATA for r in records) or any(
+        r.name in (custom_errors or {}) for r in records)
 
     def record(decision: AnalysisDecision, reason: str) -> AnalysisRecord:
         return AnalysisRecord(decision, reason, elapsed_seconds, records, canary_rate=rate,
@@ -110,11 +118,17 @@ def judge(
 
 def _check(metric: MetricSpec, observation: Observation | None, design: Design,
            provider_error: str | None, custom_values: Mapping[str, float | None],
+           custom_errors: Mapping[str, str], stable_values: Mapping[str, float | None],
            explain: bool) -> MetricRecord:
     if metric.type is MetricType.PROMETHEUS:
+        if metric.name in custom_errors:
+            return MetricRecord(name=metric.name, type=metric.type, verdict=Verdict.ERROR,
+                                stable=ArmValue(None, 0), canary=ArmValue(None, 0),
+                                reason=custom_errors[metric.name])
         if metric.name not in custom_values and provider_error is not None:
             return _error(metric.name, metric.type, provider_error)
-        return check_threshold(metric, custom_values.get(metric.name))
+        return check_threshold(metric, custom_values.get(metric.name),
+                               stable_values.get(metric.name))
     if observation is None:
         return _error(metric.name, metric.type, provider_error or "no observation")
     return CHECKS[metric.type](metric, observation.stable, observation.canary, design,
