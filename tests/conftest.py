@@ -10,13 +10,14 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from sandbox.serve import _alive, descendants
 from support.kubectl import KUBECTL, ROOT, Kubectl
 
 
 @pytest.fixture(scope="session")
 def sandbox_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """`eval "$(make -s sandbox-up)"`: the environment a user's shell has afterwards."""
+    from sandbox.serve import _alive, descendants  # here: most sessions never start one
+
     if KUBECTL is None:
         if os.environ.get("CI"):  # CI has kubectl: its absence there is a failure, not a skip
             pytest.fail("CI without kubectl")
