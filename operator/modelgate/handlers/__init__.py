@@ -43,6 +43,10 @@ def register(operator: OperatorSettings, registry: kopf.OperatorRegistry) -> Non
     def configure(settings: kopf.OperatorSettings, logger: Logger, **_: Any) -> None:
         # kopf would post every log line of a handler as an Event; reconcile posts ours
         settings.posting.enabled = False
+        # A deleted ModelDeployment keeps kopf's finalizer until its timer has stopped; a tick
+        # in progress (a thread) cannot be interrupted, and kopf would look again only after
+        # a minute (tests/e2e saw deletions take that long). Look again every tick instead.
+        settings.background.cancellation_polling = operator.tick_seconds
         if operator.namespaces:
             # Watching named namespaces needs no cluster-wide reads: without scanning, kopf
             # neither lists namespaces nor watches CRDs (the namespaced RBAC grants neither).
