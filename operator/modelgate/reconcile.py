@@ -230,11 +230,13 @@ def _count(events: tuple[Event, ...], namespace: str, name: str) -> None:
 
 def _write(cluster: ClusterCalls, body: Mapping[str, Any], state: RolloutState,
            record: AnalysisRecord | None, now: float, events: tuple[Event, ...]) -> TickResult:
-    """Write the whole status once, then post the tick's Events.
+    """Post the tick's Events, then write the whole status once.
 
-    Status first: if the object changed since it was read, the write is refused (409) and the
-    tick is dropped whole (StatusConflict), so the next tick, deciding again from the newer
-    object, does not post the same Events a second time."""
+    Events first, so that whoever sees the new status finds its Events already posted. If the
+    object changed since it was read, the write is refused (409, StatusConflict) and the next
+    tick decides again from the newer object; the Events of the dropped tick stay posted (it
+    may post them again: Events are a record of what was decided, status is the truth)."""
+    _post(cluster, body, events)
     new_status = status.status_from_state(state, record, judged_at=now)
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
@@ -245,7 +247,6 @@ def _write(cluster: ClusterCalls, body: Mapping[str, Any], state: RolloutState,
         if exc.status == 409:
             raise StatusConflict(namespace, name) from exc
         raise
-    _post(cluster, body, events)
     for phase in Phase:
         metrics.PHASE.labels(namespace, name, phase.value).set(int(phase is state.phase))
     if record is not None:

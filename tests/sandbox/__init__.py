@@ -248,6 +248,18 @@ class Sandbox:
                   if (event.get("involvedObject") or {}).get("name") == name]
         return sorted(events, key=lambda e: e["metadata"].get("resourceVersion", "0").zfill(12))
 
+    @contextmanager
+    def without_crd_validation(self) -> Iterator[None]:
+        """Custom resources applied meanwhile skip the CRD's schema and rules, as on a cluster
+        whose CRD predates them: what the operator must then refuse on its own."""
+        assert self.cluster is not None
+        assert self.cluster.emulator is not None
+        self.cluster.emulator.admit_custom_resources = False
+        try:
+            yield
+        finally:
+            self.cluster.emulator.admit_custom_resources = True
+
     def event_reasons(self, name: str) -> list[str]:
         return [event["reason"] for event in self.events(name)]
 
