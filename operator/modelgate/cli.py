@@ -11,14 +11,43 @@ from typing import Any
 
 import yaml
 
-from modelgate import __version__, api, control, replay
+from modelgate import __version__, api, control, replay, watch
 from modelgate.core import resource
+from modelgate.k8s import ConfigError
+from modelgate.k8s.viewer import Viewer
 from modelgate.run import run_operator
 
+KUBECTL_PROG = "kubectl modelgate"
+"""The name the same commands answer to as a kubectl plugin (the `kubectl-modelgate` script);
+as a plugin there is no `run` (the operator is not a kubectl command)."""
 
-def main(argv: Sequence[str] | None = None) -> int:
+
+def _cluster_options(command: argparse.ArgumentParser, *, all_namespaces: bool = False,
+                     output: bool = False) -> None:
+    """kubectl's flags, meaning what they mean to kubectl."""
+    command.add_argument("-n", "--namespace", default=None,
+                         help="the namespace (default: the context's, else \"default\")")
+    if all_namespaces:
+        command.add_argument("-A", "--all-namespaces", action="store_true",
+                             help="every namespace (without NAME)")
+    command.add_argument("--context", default=None,
+                         help="the kubeconfig context to use (default: the current one)")
+    command.add_argument("--kubeconfig", default=None, metavar="FILE",
+                         help="the kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
+    if output:
+        command.add_argument("-o", "--output", choices=control.OUTPUTS, default=None,
+                             help="print the object(s) as json or yaml")
+
+
+def kubectl_main() -> int:
+    """`kubectl modelgate ...`: kubectl finds `kubectl-modelgate` on PATH and runs it."""
+    return main(prog=KUBECTL_PROG)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "modelgate") -> int:
+    plugin = prog == KUBECTL_PROG
     parser = argparse.ArgumentParser(
-        prog="modelgate",
+        prog=prog,
         description="Progressive delivery of scikit-learn models on Kubernetes.",
     )
     parser.add_argument("--version", action="version", version=f"modelgate {__version__}")
@@ -44,26 +73,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     analyze.add_argument("--tape", type=Path, required=True, metavar="FILE.jsonl",
                          help='JSON Lines: {"t", "role", "pod", "text"} per scrape')
 
-    run = commands.add_parser(
-        "run", help="run the operator",
-        description="Run the operator against the cluster of $KUBECONFIG (or, in a pod, its "
-        "service account). Settings come from MODELGATE_OPERATOR_* variables; see README.")
-    run.add_argument("--standalone", action="store_true", default=None,
-                     help="no kopf peering (one replica only); as "
-                     "MODELGATE_OPERATOR_STANDALONE=true")
+    if not plugin:
+        run = commands.add_parser(
+            "run", help="run the operator",
+            description="Run the operator against the cluster of $KUBECONFIG (or, in a pod, "
+            "its service account). Settings come from MODELGATE_OPERATOR_* variables; see "
+            "README.")
+        run.add_argument("--standalone", action="store_true", default=None,
+                         help="no kopf peering (one replica only); as "
+                         "MODELGATE_OPERATOR_STANDALONE=true")
 
+    exit_codes = "; ".join(f"{code} {words}" for code, words in watch.EXIT_CODES.items())
     status_cmd = commands.add_parser(
-        "status", help="show where ModelDeployments stand and why",
-        description="Phase, versions, weight, the last analysis per metric and recent history.")
+        "status", help="show where ModelDeployments stand and why; --watch follows one live",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="With NAME: phase, versions, weight, the last analysis per metric and "
+        "recent history. Without: a table of the namespace's ModelDeployments (-A: of all "
+        "namespaces).\n\nWith --watch, follow the rollout of NAME until it ends: a view "
+        "redrawn in place on a terminal, a plain line per change otherwise (a CI log). "
+        f"Exit codes of --watch: {exit_codes}.")
     status_cmd.add_argument("name", nargs="?", metavar="NAME")
-    status_cmd.add_argument("-n", "--namespace", default="default")
+    _cluster_options(status_cmd, all_namespaces=True, output=True)
+    status_cmd.add_argument("-w", "--watch", action="store_true",
+                            help="follow NAME's rollout until it ends (exit code: how)")
+    status_cmd.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                            help="with --watch: how often to look (default 1)")
+    status_cmd.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                            help=f"with --watch: give up after this long (exit "
+                            f"{watch.EXIT_TIMEOUT}); default: never")
 
     for verb, text in control.VERBS.items():
         command = commands.add_parser(verb, help=text, description=text + ". Sets an "
-                                      "annotation (never .spec), then waits until the operator "
-                                      "has acted and shows the outcome.")
+                                      "annotation (never .spec) as the field manager "
+                                      "\"modelgate\", then waits until the operator has "
+                                      "acted and shows the outcome.")
         command.add_argument("name", metavar="NAME")
-        command.add_argument("-n", "--namespace", default="default")
+        _cluster_options(command, output=True)
         command.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
                              help="how long to wait for the operator (default 60; 0: do not "
                              "wait)")
@@ -75,9 +120,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _analyze(args.spec, args.tape)
     if args.command == "run":
         return run_operator(standalone=args.standalone)
-    if args.command == "status":
-        return control.show_status(args.namespace, args.name)
-    return control.request(args.command, args.namespace, args.name, args.wait)
+    target = control.Target(namespace=args.namespace,
+                            all_namespaces=getattr(args, "all_namespaces", False),
+                            context=args.context, kubeconfig=args.kubeconfig)
+    try:
+        if args.command == "status":
+            return _status(parser, args, target)
+        return control.request(args.command, target, args.name, args.wait, args.output)
+    except ConfigError as exc:
+        print(f"{prog} {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _status(parser: argparse.ArgumentParser, args: argparse.Namespace,
+            target: control.Target) -> int:
+    if args.all_namespaces and (args.name or args.namespace):
+        parser.error("status: -A lists every namespace; give neither NAME nor -n with it")
+    if not args.watch:
+        return control.show_status(target, args.name, args.output)
+    if not args.name:
+        parser.error("status --watch follows one rollout: give its NAME")
+    if args.output:
+        parser.error("status --watch draws a view; -o prints one snapshot (drop one of them)")
+    if args.interval <= 0:
+        parser.error("--interval must be more than 0 seconds")
+    cluster, namespace = control.connect(target)
+    try:
+        return watch.watch(cluster, Viewer(), namespace, args.name, interval=args.interval,
+                           timeout=args.timeout)
+    except KeyboardInterrupt:
+        return 130
 
 
 def _analyze(spec_path: Path, tape_path: Path) -> int:
