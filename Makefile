@@ -24,7 +24,7 @@ IMAGE_TAG := dev
 
 .PHONY: help install test quick lint lint-workflows typecheck unit unit-quick demo reference lock lock-images \
 	tools clean bench-analysis bench-serving kind-up images kind-load deploy undeploy e2e need-docker \
-	sandbox-up sandbox-down krew-archive
+	sandbox-up sandbox-down krew-archive docs-images
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -35,7 +35,7 @@ $(INSTALLED): operator/pyproject.toml serving-image/pyproject.toml requirements-
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -r requirements-dev.txt \
-		-e ./operator -e ./serving-image
+		-e './operator[plot]' -e ./serving-image
 	touch $@
 
 tools: ## install the Debian tools the suite uses, if missing
@@ -88,6 +88,9 @@ sandbox-up: install ## start the sandbox in the background for kubectl; prints e
 sandbox-down: ## stop the sandbox of sandbox-up and every process it started
 	@PYTHONPATH=tests $(BIN)/python -m sandbox.serve down --workdir $(SANDBOX_DIR)
 
+docs-images: install ## regenerate the README's images (docs/images/) from a sandbox rollout (needs kubectl; ~2 min)
+	$(BIN)/python docs/gen_images.py
+
 krew-archive: install ## build/kubectl-modelgate.tar.gz, the archive plugins/krew/modelgate.yaml installs (reproducible)
 	$(BIN)/python plugins/krew/build.py --out build --check
 
@@ -134,7 +137,7 @@ reference: install ## regenerate the ModelDeployment reference in README.md from
 
 lock: ## re-pin every transitive dependency into constraints.txt (needs network)
 	rm -rf /tmp/modelgate-lock && $(PYTHON) -m venv /tmp/modelgate-lock
-	/tmp/modelgate-lock/bin/pip install --quiet -r requirements-dev.txt ./operator ./serving-image
+	/tmp/modelgate-lock/bin/pip install --quiet -r requirements-dev.txt './operator[plot]' ./serving-image
 	/tmp/modelgate-lock/bin/pip freeze --exclude modelgate --exclude modelgate-serving \
 		| sed '1i # Every package of the dev environment, pinned. Regenerate with `make lock`.' \
 		> constraints.txt

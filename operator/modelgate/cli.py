@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from modelgate import __version__, api, control, replay, watch
+from modelgate import __version__, api, control, plot, replay, watch
 from modelgate.core import resource
 from modelgate.k8s import ConfigError
 from modelgate.k8s.viewer import Viewer
@@ -72,6 +72,29 @@ def main(argv: Sequence[str] | None = None, prog: str = "modelgate") -> int:
                          help="a ModelDeployment whose analysis section is used")
     analyze.add_argument("--tape", type=Path, required=True, metavar="FILE.jsonl",
                          help='JSON Lines: {"t", "role", "pod", "text"} per scrape')
+    analyze.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
+                         help="also draw the decision: per metric, values and the effect's "
+                         "interval over time against the tolerance (needs modelgate[plot])")
+
+    plot_cmd = commands.add_parser(
+        "plot", help="draw a live rollout's decision to a PNG",
+        description="Follow NAME's rollout, recording each analysis the operator writes "
+        "(status keeps only the last one, so start it when the rollout starts), and when "
+        "it ends draw per metric the stable and canary values and the effect's interval "
+        "over time against the tolerance, the steps and weights, and the decision with its "
+        "reason. Exit codes as status --watch. Needs modelgate[plot] (matplotlib).")
+    plot_cmd.add_argument("name", metavar="NAME")
+    plot_cmd.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.png")
+    plot_cmd.add_argument("-n", "--namespace", default=None,
+                          help="the namespace (default: the context's, else \"default\")")
+    plot_cmd.add_argument("--context", default=None, help="the kubeconfig context to use")
+    plot_cmd.add_argument("--kubeconfig", default=None, metavar="FILE",
+                          help="the kubeconfig file")
+    plot_cmd.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                          help="how often to look (default 1)")
+    plot_cmd.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                          help="draw what there is after this long (exit "
+                          f"{watch.EXIT_TIMEOUT}); default: never")
 
     if not plugin:
         run = commands.add_parser(
@@ -117,7 +140,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "modelgate") -> int:
     if args.command == "validate":
         return _validate(args.files)
     if args.command == "analyze":
-        return _analyze(args.spec, args.tape)
+        return _analyze(args.spec, args.tape, args.plot)
     if args.command == "run":
         return run_operator(standalone=args.standalone)
     target = control.Target(namespace=args.namespace,
@@ -126,6 +149,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "modelgate") -> int:
     try:
         if args.command == "status":
             return _status(parser, args, target)
+        if args.command == "plot":
+            return _plot(parser, args, target)
         return control.request(args.command, target, args.name, args.wait, args.output)
     except ConfigError as exc:
         print(f"{prog} {args.command}: {exc}", file=sys.stderr)
@@ -152,7 +177,31 @@ def _status(parser: argparse.ArgumentParser, args: argparse.Namespace,
         return 130
 
 
-def _analyze(spec_path: Path, tape_path: Path) -> int:
+def _plot(parser: argparse.ArgumentParser, args: argparse.Namespace,
+          target: control.Target) -> int:
+    if args.interval <= 0:
+        parser.error("--interval must be more than 0 seconds")
+    cluster, namespace = control.connect(target)
+    try:
+        story, code = watch.follow(cluster, namespace, args.name, interval=args.interval,
+                                   timeout=args.timeout, progress=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    if code == watch.EXIT_GONE and not story.looks:
+        print(f"modelgate plot: {namespace}/{args.name}: no such ModelDeployment",
+              file=sys.stderr)
+        return code
+    try:
+        plot.draw(story, args.output)
+    except plot.PlotUnavailableError as exc:
+        print(f"modelgate plot: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.output}: {len(story.looks)} analyses, "
+          f"{watch.EXIT_CODES[code]} (exit {code})")
+    return code
+
+
+def _analyze(spec_path: Path, tape_path: Path, plot_path: Path | None = None) -> int:
     try:
         documents = [doc for _, doc in _documents(spec_path)
                      if isinstance(doc, dict) and doc.get("kind") == resource.KIND]
@@ -167,8 +216,23 @@ def _analyze(spec_path: Path, tape_path: Path) -> int:
     except (OSError, yaml.YAMLError, ValueError) as exc:
         print(f"modelgate analyze: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    lines = []
     for line in replay.replay(spec, scrapes):
+        lines.append(line)
         print(json.dumps(line, separators=(",", ":")), flush=True)
+    if plot_path is not None:
+        name = (documents[0].get("metadata") or {}).get("name", "?")
+        try:
+            declared = {metric.name: {
+                "type": metric.type.value, "tolerance": metric.tolerance,
+                "thresholdRange": None if metric.threshold is None else {
+                    "min": metric.threshold.minimum, "max": metric.threshold.maximum}}
+                for metric in spec.analysis.metrics}
+            plot.draw(plot.from_replay(f"{name}, replayed from {tape_path.name}", declared,
+                                       lines), plot_path)
+        except plot.PlotUnavailableError as exc:
+            print(f"modelgate analyze: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -21,6 +21,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from modelgate import plot
 from modelgate.core.analysis.checks import duration_words
 from modelgate.core.manifests import ROLE_LABEL
 from modelgate.k8s import ApiException, Cluster
@@ -364,3 +365,53 @@ def _watch_plain(cluster: Cluster, viewer: Viewer, namespace: str, name: str,
                   file=out, flush=True)
             return EXIT_TIMEOUT
         snapshot = following
+
+
+# --- following a rollout for its plot ----------------------------------------------------------
+
+def follow(cluster: Cluster, namespace: str, name: str, *, interval: float,
+           timeout: float | None, clock: Callable[[], float] = time.monotonic,
+           progress: TextIO | None = None) -> tuple[plot.Story, int]:
+    """Record every analysis the operator writes (status keeps only the last one) until the
+    rollout ends or `timeout`; the story to draw and the exit code of `EXIT_CODES`."""
+    deadline = None if timeout is None else clock() + timeout
+    story = plot.Story(title=f"{namespace}/{name}")
+    seen: set[Any] = set()
+    if progress is not None:
+        print(f"{namespace}/{name}: following the rollout", file=progress, flush=True)
+    while True:
+        try:
+            body = cluster.find_model_deployment(namespace, name)
+        except ApiException:
+            body = {}
+        if body is None:
+            return story, EXIT_GONE
+        if body:
+            current = body.get("status") or {}
+            story.declared = plot.declared_metrics(body)
+            story.steps = [words for _, words in steps(body)]
+            analysis = current.get("analysis") or {}
+            key = (analysis.get("time"), analysis.get("elapsedSeconds"))
+            if analysis.get("metrics") and key not in seen:
+                seen.add(key)
+                canary = current.get("canary") or {}
+                t = float(analysis.get("elapsedSeconds") or 0)
+                if story.looks and story.looks[-1].t == t:
+                    # the same look rewritten (the final status keeps it): keep the last
+                    story.looks.pop()
+                story.looks.append(plot.Look(
+                    t=t, metrics=analysis["metrics"], weight=canary.get("weight"),
+                    desired_weight=canary.get("desiredWeight"), step=canary.get("stepIndex")))
+                if progress is not None:
+                    print(f"{namespace}/{name}: analysis at {story.looks[-1].t:g}s: "
+                          f"{analysis.get('decision')}", file=progress, flush=True)
+            ended = outcome(body)
+            if ended is not None:
+                if story.looks:
+                    story.decision = plot.Decision(
+                        story.looks[-1].t, str(current.get("phase")),
+                        str(analysis.get("reason") or current.get("message") or ""))
+                return story, ended
+        if deadline is not None and clock() >= deadline:
+            return story, EXIT_TIMEOUT
+        time.sleep(interval)

@@ -1,6 +1,7 @@
 """Seeing a rollout: `kubectl modelgate status --watch` in a real terminal (tmux), the same
-watch in plain lines without one, and the kubectl plugin's conventions, all on one sandbox
-rollout of v1 -> v2 (kept to one: a rollout is most of this file's cost)."""
+watch in plain lines without one, `modelgate plot` following it, and the kubectl plugin's
+conventions, all on one sandbox rollout of v1 -> v2 (kept to one: a rollout is most of this
+file's cost)."""
 
 from __future__ import annotations
 
@@ -83,10 +84,12 @@ def terminal(tmp_path: Path, plugin_env: dict[str, str]) -> Iterator[Terminal]:
         session.close()
 
 
-def example(env: dict[str, str], version: str) -> str:
+def example(env: dict[str, str], version: str, paused: bool = False) -> str:
     body = yaml.safe_load((Path(env["MODELGATE_SANDBOX"]) / "examples"
                            / f"iris-{version}.yaml").read_text())
     body["metadata"]["name"] = NAME
+    if paused:
+        body["metadata"]["annotations"] = {control_annotations.CONTROL_PAUSED: "true"}
     return yaml.safe_dump(body)
 
 
@@ -141,10 +144,11 @@ def test_a_rollout_watched_live_in_a_terminal_and_in_plain_lines_through_kubectl
         assert json.loads(analyzed.stdout.splitlines()[-1])["decision"] in (
             "promote", "continue")
 
-        # the rollout: watched on a terminal (tmux) and in plain lines (a pipe) at once. A
-        # watch of a settled rollout ends at once, so v2 goes first; until the operator has
-        # seen it (observedGeneration), the watch knows the rollout has not ended
-        kubectl("apply", "-f", "-", stdin=example(plugin_env, "v2"))
+        # the rollout: watched on a terminal (tmux), in plain lines (a pipe) and for its plot,
+        # all at once. v2 arrives paused, so every watcher is surely looking before a step
+        # moves (a watch of a settled rollout would end at once, so they start after v2);
+        # then the plugin resumes it
+        kubectl("apply", "-f", "-", stdin=example(plugin_env, "v2", paused=True))
         terminal.type(f"kubectl modelgate status {NAME} --watch --interval 0.5; "
                       "echo EXIT=$?")
         plain_out = (tmp_path / "plain.log").open("w")
@@ -152,7 +156,20 @@ def test_a_rollout_watched_live_in_a_terminal_and_in_plain_lines_through_kubectl
                                   "--interval", "0.5", "--timeout", "400"],
                                  env=plugin_env, stdout=plain_out, stderr=subprocess.PIPE,
                                  text=True)
+        plot_progress = (tmp_path / "plot.log").open("w")
+        plotter = subprocess.Popen([str(BIN / "modelgate"), "plot", NAME, "-o",
+                                    str(tmp_path / "decision.png"), "--interval", "0.5",
+                                    "--timeout", "400"], env=plugin_env,
+                                   stdout=subprocess.PIPE, stderr=plot_progress, text=True)
         try:
+            wait_for("the live view of the paused canary", lambda: (
+                "yes" if ", paused" in terminal.screen() else None))
+            wait_for("the plain watch of the paused canary", lambda: (
+                "yes" if ", paused" in (tmp_path / "plain.log").read_text() else None))
+            wait_for("the plotter", lambda: (
+                "yes" if "following the rollout" in (tmp_path / "plot.log").read_text()
+                else None))
+            plugin("modelgate", "resume", NAME)
             mid = wait_for("a step marked current in the live view", lambda: (
                 screen if "▶" in (screen := terminal.screen()) and "canary v2" in screen
                 else None))
@@ -175,11 +192,23 @@ def test_a_rollout_watched_live_in_a_terminal_and_in_plain_lines_through_kubectl
             assert history.count("Steps") == 1, history
 
             assert plain.wait(timeout=120) == 0, plain.stderr.read() if plain.stderr else ""
+            # the live plot: every analysis the operator wrote, drawn when the rollout ended
+            plotted, _ = plotter.communicate(timeout=120)
+            progress = (tmp_path / "plot.log").read_text()
+            assert plotter.returncode == 0, progress
+            drawn = re.search(r": (\d+) analyses, Healthy", plotted)
+            assert drawn, plotted + progress
+            analyses = int(drawn.group(1))
+            assert analyses >= 1, progress
+            assert progress.count("analysis at") >= analyses  # a rewritten look counts once
+            assert (tmp_path / "decision.png").stat().st_size > 10_000
         finally:
-            if plain.poll() is None:
-                plain.kill()
-                plain.wait()
+            for process in (plain, plotter):
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
             plain_out.close()
+            plot_progress.close()
         log = (tmp_path / "plain.log").read_text()
         assert "\x1b[" not in log  # no terminal codes in a log
         for fact in ("step 1/4 setWeight 25%", "pods canary", "metric error-rate",
