@@ -21,9 +21,11 @@ KIND_VERSION := v0.29.0
 KIND_NODE_IMAGE := kindest/node:v1.33.1
 KIND_CLUSTER := modelgate
 IMAGE_TAG := dev
+# The serving image's tag the CRD defaults spec.serving.image to (crds/, modelgate/serving:0.1.0).
+SERVING_DEFAULT_TAG := 0.1.0
 
 .PHONY: help install test quick lint lint-workflows typecheck unit unit-quick demo reference lock lock-images \
-	tools clean bench-analysis bench-serving kind-up images kind-load deploy undeploy e2e need-docker \
+	tools clean bench-analysis bench-serving kind-up images kind-load model-store deploy undeploy e2e need-docker \
 	sandbox-up sandbox-down krew-archive docs-images
 
 help: ## list the targets
@@ -74,7 +76,8 @@ demo: install ## the main scenario: v1 deployed, v2 promoted, v3 rolled back (ki
 	@if command -v docker >/dev/null && command -v kind >/dev/null && docker info >/dev/null 2>&1; then \
 		echo "make demo: Docker and kind found: running the scenario on a kind cluster"; \
 		$(MAKE) --no-print-directory kind-up images kind-load deploy && \
-		$(BIN)/pytest -q -m e2e tests/e2e/test_kind.py -k "promoted or rolled_back"; \
+		MODELGATE_E2E_CLUSTER=current $(BIN)/pytest -q -m e2e tests/e2e/test_scenarios.py \
+			-k "promoted or rolled_back"; \
 	else \
 		PYTHONPATH=tests $(BIN)/python -m sandbox.demo; fi
 
@@ -107,23 +110,59 @@ kind-up: need-docker ## create the kind cluster of kind-config.yaml (needs Docke
 images: install ## build the operator and serving images, tagged :$(IMAGE_TAG) (Docker, else buildah on a local debootstrap base)
 	@if command -v docker >/dev/null && docker info >/dev/null 2>&1; then \
 		docker build -f operator/Dockerfile -t modelgate/operator:$(IMAGE_TAG) . && \
-		docker build -f serving-image/Dockerfile -t modelgate/serving:$(IMAGE_TAG) .; \
+		docker build -f serving-image/Dockerfile -t modelgate/serving:$(IMAGE_TAG) \
+			-t modelgate/serving:$(SERVING_DEFAULT_TAG) .; \
 	else \
 		echo "make images: no Docker engine: building with buildah on a local Debian base"; \
 		IMAGE_TAG=$(IMAGE_TAG) PYTHONPATH=tests $(BIN)/python -m support.images; fi
 
-kind-load: need-docker ## load both images into the kind cluster
-	kind load docker-image --name $(KIND_CLUSTER) modelgate/operator:$(IMAGE_TAG) modelgate/serving:$(IMAGE_TAG)
+# Both images go into the kind nodes, the serving image also under the tag the CRD defaults
+# spec.serving.image to, so the examples (which leave it out) run it; pods then find every
+# image on the node (the operator's pull policy is Never, the examples' IfNotPresent) and never
+# reach a registry.
+kind-load: need-docker ## load both images into the kind cluster (the serving image also as the CRD's default tag)
+	kind load docker-image --name $(KIND_CLUSTER) modelgate/operator:$(IMAGE_TAG) \
+		modelgate/serving:$(IMAGE_TAG) modelgate/serving:$(SERVING_DEFAULT_TAG)
+
+# The quickstart's model store on the current kubectl context: the example iris models (built
+# here), served over http in the cluster from a ConfigMap by the serving image, and
+# ModelDeployments of them with their digests, written to $(KIND_EXAMPLES).
+KIND_EXAMPLES ?= .kind/examples
+model-store: install ## build the example models, serve them in the cluster (namespace default), write ModelDeployments of them to .kind/examples
+	PYTHONPATH=tests $(BIN)/python -m support.model_store --out $(KIND_EXAMPLES)
 
 deploy: ## install modelgate on the current kubectl context (the kind overlay)
 	kubectl apply -k manifests/overlays/kind
 	kubectl -n modelgate-system rollout status deployment/modelgate-operator --timeout=180s
 
-undeploy: ## remove modelgate from the current kubectl context
+UNDEPLOY_TIMEOUT ?= 300s
+MD_NAMES = kubectl get modeldeployments.modelgate.dev --all-namespaces --ignore-not-found \
+	-o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{" "}{end}'
+
+# ModelDeployments go first, while the operator runs: each carries the operator's finalizer,
+# which only a running operator removes. Deleting the operator and the CRD together would leave
+# them (and the CRD) Terminating for ever.
+undeploy: ## remove modelgate from the current kubectl context: its ModelDeployments (waiting for the operator to release them), then the operator and the CRD
+	@if kubectl get crd modeldeployments.modelgate.dev >/dev/null 2>&1; then \
+		names="$$($(MD_NAMES))"; \
+		if [ -n "$$names" ]; then \
+			echo "make undeploy: deleting the ModelDeployments $$names(their Deployments, Services and pods go with them)"; \
+			kubectl delete modeldeployments.modelgate.dev --all --all-namespaces --wait=false; \
+			echo "make undeploy: waiting up to $(UNDEPLOY_TIMEOUT) for the operator to release them (it removes its finalizer from each, then they are gone)"; \
+			for item in $$names; do \
+				kubectl wait --for=delete "modeldeployments.modelgate.dev/$${item#*/}" -n "$${item%%/*}" \
+					--timeout=$(UNDEPLOY_TIMEOUT) || { \
+					echo "make undeploy: $$item is still there: is the operator running? (kubectl -n modelgate-system get pods)"; exit 1; }; \
+			done; \
+		fi; \
+		echo "make undeploy: no ModelDeployments left; removing the operator, its RBAC and the CRD"; \
+	fi
 	kubectl delete -k manifests/overlays/kind --ignore-not-found
 
+# The end-to-end suite against the current kubectl context, which must be a cluster with
+# modelgate deployed: MODELGATE_E2E_CLUSTER=current makes the suite fail, never skip, without one.
 e2e: install ## the end-to-end tests against the current kubectl context (kind-up, images, kind-load, deploy first)
-	$(BIN)/pytest -m e2e tests/e2e
+	MODELGATE_E2E_CLUSTER=current $(BIN)/pytest -m e2e tests/e2e
 
 bench-analysis: install ## simulate canaries from known truths; judge them as modelgate, Flagger and Kayenta would
 	$(BIN)/python bench/analysis_bench.py --write docs/analysis-benchmark.md

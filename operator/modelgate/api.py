@@ -13,11 +13,11 @@ from __future__ import annotations
 import re
 import urllib.parse
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, InvalidOperation
 from enum import Enum
 from typing import Any, TypeVar
 
-from modelgate.core.durations import DURATION_RE, parse_duration
+from modelgate.core.durations import DURATION_RE, kubernetes_seconds, parse_duration  # noqa: F401 (re-exported)
 from modelgate.core.types import (
     DEFAULT_LATENCY_QUANTILE,
     DEFAULT_TOLERANCES,
@@ -120,6 +120,8 @@ _QUANTITY_SUFFIX = {
     "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
     "P": Decimal("1e15"), "E": Decimal("1e18"),
 }  # fmt: skip
+_QUANTITY_CAP = Decimal((1 << 63) - 1)
+_EXACT = Context(prec=4000, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 def parse_quantity(text: str) -> Decimal:
@@ -131,10 +133,12 @@ def parse_quantity(text: str) -> Decimal:
     number, suffix = match.groups()
     try:
         if suffix in _QUANTITY_SUFFIX:
-            return Decimal(number) * _QUANTITY_SUFFIX[suffix]
-        return Decimal(number + suffix)  # decimal exponent, e.g. 2e3
-    except InvalidOperation as exc:  # pragma: no cover - QUANTITY_RE rules this out
+            value = _EXACT.multiply(Decimal(number), _QUANTITY_SUFFIX[suffix])
+        else:  # decimal exponent, e.g. 2e3; a fractional one (1e1.5) is no quantity
+            value = Decimal(number).scaleb(int(suffix[1:]), _EXACT)
+    except (InvalidOperation, ValueError) as exc:
         raise ValueError(f"{text!r} is not a Kubernetes quantity") from exc
+    return max(-_QUANTITY_CAP, min(_QUANTITY_CAP, value))  # capped, as Kubernetes caps it
 
 
 class _Reader:
@@ -258,7 +262,12 @@ class _Reader:
                            hint="use a duration such as 30s, 5m or 1h30m")
         if text is None:
             return default
-        seconds = parse_duration(text)
+        try:  # as the API server's CEL rules read it, so both judge the same duration
+            seconds = kubernetes_seconds(text)
+        except ValueError:
+            self.fail(f"{path}.{key}", f"{_show(text)} is longer than Kubernetes durations "
+                      "allow (about 292 years)")
+            return default
         if positive and seconds <= 0:
             self.fail(f"{path}.{key}", f"{_show(text)} is zero; it must be longer than 0s")
             return default

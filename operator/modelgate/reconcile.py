@@ -32,6 +32,14 @@ from modelgate.providers import (
 from modelgate.settings import OperatorSettings
 
 
+class StatusConflict(Exception):  # noqa: N818 (not an error: a tick to decide again)
+    """The ModelDeployment changed between this tick's read and its status write."""
+
+    def __init__(self, namespace: str, name: str) -> None:
+        super().__init__(f"{namespace}/{name} changed while this tick decided (409 Conflict on "
+                         "its status); the next tick decides again from the newer object")
+
+
 @dataclass(frozen=True)
 class TickResult:
     status: dict[str, Any] | None
@@ -222,13 +230,22 @@ def _count(events: tuple[Event, ...], namespace: str, name: str) -> None:
 
 def _write(cluster: ClusterCalls, body: Mapping[str, Any], state: RolloutState,
            record: AnalysisRecord | None, now: float, events: tuple[Event, ...]) -> TickResult:
-    """Post the tick's Events, then write the whole status once."""
-    _post(cluster, body, events)
+    """Write the whole status once, then post the tick's Events.
+
+    Status first: if the object changed since it was read, the write is refused (409) and the
+    tick is dropped whole (StatusConflict), so the next tick, deciding again from the newer
+    object, does not post the same Events a second time."""
     new_status = status.status_from_state(state, record, judged_at=now)
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
-    cluster.patch_status(namespace, name, new_status,
-                         resource_version=metadata.get("resourceVersion"))
+    try:
+        cluster.patch_status(namespace, name, new_status,
+                             resource_version=metadata.get("resourceVersion"))
+    except ApiException as exc:
+        if exc.status == 409:
+            raise StatusConflict(namespace, name) from exc
+        raise
+    _post(cluster, body, events)
     for phase in Phase:
         metrics.PHASE.labels(namespace, name, phase.value).set(int(phase is state.phase))
     if record is not None:

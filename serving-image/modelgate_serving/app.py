@@ -107,8 +107,9 @@ class Server:
         self.issuer = Issuer(settings.model_name, settings.model_version,
                              settings.feedback_key or new_key())
         self.ledger = Ledger(settings.feedback_window, settings.feedback_capacity)
-        # Large bodies are parsed in a child process, and requests of many rows predicted in one
-        # thread, taking turns: the loop stays free for everything else.
+        # Large bodies are parsed in a child process (started by the first one: most servers
+        # never see one), and requests of many rows predicted in one thread, taking turns: the
+        # loop stays free for everything else.
         self.parser = ChildDecoder()
         self.offload = ThreadPoolExecutor(max_workers=1, thread_name_prefix="large-request")
 
@@ -128,7 +129,6 @@ class Server:
             log.exception("model not loaded, the server will not become ready")
             return
         runtime = loaded.runtime
-        await self.parser.start()
         if loaded.batched:
             self.predictor = BatchingPredictor(
                 runtime, self.settings.max_batch_size, self.settings.max_wait,

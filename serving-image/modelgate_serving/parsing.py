@@ -107,7 +107,9 @@ class _Child:
 
 
 class ChildDecoder:
-    """One child process that decodes large bodies in turn, started again when it dies.
+    """One child process that decodes large bodies in turn, started by the first (its imports
+    cost about half a second of CPU, which most servers never need to spend) and again after
+    it dies.
 
     The blocking exchange with the child runs in one thread of its own, so bodies take turns
     and the event loop only awaits the answer."""
@@ -148,14 +150,6 @@ class ChildDecoder:
             raise TypeError(f"the parser process answered {type(answer).__name__}")
         return answer
 
-    async def start(self) -> None:
-        """Start the child now, so the first large request does not pay for its imports."""
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._start)
-
-    def _start(self) -> None:
-        with self._lock:
-            self._running()
-
     async def decode(self, body: bytes, v2: bool, schema: Schema,
                      max_rows: int) -> InferenceRequest:
         return await asyncio.get_running_loop().run_in_executor(
@@ -167,6 +161,7 @@ class ChildDecoder:
         child = self._child
         if child is not None and child.alive():
             child.process.kill()
+            child.process.wait()
         self._thread.shutdown(wait=False, cancel_futures=True)
 
 

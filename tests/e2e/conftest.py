@@ -1,80 +1,66 @@
-"""kind end-to-end tests: a real cluster with modelgate deployed (`make deploy`, issue 6).
+"""The end-to-end suite: one suite, two clusters, chosen by the kubeconfig.
 
-Skipped unless a cluster answers at the current kubeconfig context and the ModelDeployment
-CRD is installed. Model files are served inside the cluster by a small http server holding
-them in a ConfigMap, so they are downloaded and digest-checked as in production.
+- `make test` (MODELGATE_E2E_CLUSTER unset or `sandbox`): the sandbox of `make sandbox-up`
+  (the session fixture tests/kubectl uses, on an xdist worker of its own: group "e2e"),
+  through real kubectl.
+- `make e2e` (MODELGATE_E2E_CLUSTER=current): the current kubectl context, a cluster with
+  modelgate deployed (`make kind-up images kind-load deploy`; the GitHub workflow's kind job).
+  Without one the suite fails: it never skips there, nor anywhere when CI=true.
+
+Model files reach the serving pods the same way in both: from a model store (a ConfigMap served
+over http from the serving image), downloaded and digest-checked.
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import os
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.kind import SERVING_IMAGE, kubectl
+from support.e2e import E2ECluster
+from support.kubectl import KUBECTL
+
+MODE = os.environ.get("MODELGATE_E2E_CLUSTER", "sandbox")
 
 
-def _cluster_ready() -> str | None:
-    try:
-        kubectl("version", "--request-timeout=5s")
-        kubectl("get", "crd", "modeldeployments.modelgate.dev")
-    except (AssertionError, FileNotFoundError, subprocess.TimeoutExpired) as exc:
-        return f"no kind cluster with modelgate (run `make kind-up deploy`): {exc}"
-    return None
+def _current_cluster() -> E2ECluster:
+    """The current kubectl context, checked: it answers and has the CRD."""
+    if MODE != "current":
+        pytest.fail(f"MODELGATE_E2E_CLUSTER={MODE!r}: use sandbox (the default) or current")
+    if KUBECTL is None:
+        pytest.fail("MODELGATE_E2E_CLUSTER=current but kubectl is not installed")
+    cluster = E2ECluster(kind="kind", env=dict(os.environ))
+    for args in (("version", "--request-timeout=10s"),
+                 ("get", "crd", "modeldeployments.modelgate.dev", "--request-timeout=10s")):
+        try:
+            result = cluster.run(*args, timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"kubectl {' '.join(args)} timed out: no cluster answers")
+        if result.returncode != 0:
+            pytest.fail("MODELGATE_E2E_CLUSTER=current needs a cluster with modelgate deployed "
+                        f"(make kind-up images kind-load deploy): kubectl {' '.join(args)}: "
+                        f"{result.stderr.strip()}")
+    return cluster
 
 
 @pytest.fixture(scope="session")
-def cluster() -> None:
-    why = _cluster_ready()
-    if why:
-        pytest.skip(why)
-
-
-@pytest.fixture(scope="session")
-def namespace(cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def e2e_cluster(request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
     from sandbox.models import build
 
-    name = f"e2e-{uuid.uuid4().hex[:6]}"
-    kubectl("create", "namespace", name)
-    models = build(Path(tmp_path_factory.mktemp("models")))
-    binary = {f"{key}.skops": base64.b64encode(model.path.read_bytes()).decode()
-              for key, model in models.items() if not model.trusted_types}
-    manifests = [
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "models"},
-         "binaryData": binary},
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "model-store"},
-         "spec": {"selector": {"matchLabels": {"app": "model-store"}}, "template": {
-             "metadata": {"labels": {"app": "model-store"}},
-             "spec": {"containers": [{
-                 "name": "http", "image": SERVING_IMAGE,
-                 "command": ["python", "-m", "http.server", "8000", "--directory", "/models"],
-                 "volumeMounts": [{"name": "models", "mountPath": "/models"}]}],
-                 "volumes": [{"name": "models", "configMap": {"name": "models"}}]}}}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "model-store"},
-         "spec": {"selector": {"app": "model-store"}, "ports": [{"port": 8000}]}},
-    ]
-    kubectl("apply", "-n", name, "-f", "-", stdin=json.dumps({"apiVersion": "v1",
-                                                              "kind": "List",
-                                                              "items": manifests}))
-    kubectl("rollout", "status", "-n", name, "deployment/model-store", "--timeout=120s")
-    pytest.models = models  # type: ignore[attr-defined]
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-@pytest.fixture
-def traffic(namespace: str) -> Callable[[str], None]:
-    """Start in-cluster traffic (a curl loop in a pod) to a ModelDeployment's Service."""
-    def start(name: str) -> None:
-        body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64",
-                                       "data": [5.9, 3.0, 5.1, 1.8]}]})
-        script = (f"while true; do curl -s -o /dev/null -X POST -H 'Content-Type: "
-                  f"application/json' -d '{body}' http://{name}/v2/models/{name}/infer; "
-                  "sleep 0.02; done")
-        kubectl("run", f"traffic-{name}", "-n", namespace, "--image", "curlimages/curl:8.11.1",
-                "--restart=Never", "--command", "--", "sh", "-c", script)
-    return start
+    if MODE == "sandbox":
+        env = request.getfixturevalue("sandbox_env")  # fails in CI without kubectl
+        cluster = E2ECluster(kind="sandbox", env=env, sandbox_dir=Path(env["SANDBOX_DIR"]))
+    else:
+        cluster = _current_cluster()
+        cluster.namespace = f"e2e-{uuid.uuid4().hex[:6]}"
+        cluster.kubectl("create", "namespace", cluster.namespace)
+    cluster.start_model_store(build(Path(tmp_path_factory.mktemp("models"))))
+    yield cluster
+    if cluster.kind == "sandbox":
+        cluster.stop_model_store()
+    else:
+        cluster.kubectl("delete", "namespace", cluster.namespace, "--wait=false", check=False)

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import decimal
 import functools
 import itertools
 import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import celpy
@@ -220,9 +222,19 @@ def _prune_value(schema: Mapping[str, Any], value: Any, path: str) -> Iterator[s
 # --- defaulting ---------------------------------------------------------------------------------
 
 def _default_node(node_schema: Mapping[str, Any], value: Any) -> None:
+    """Defaults, as apiextensions-apiserver's defaulting does: a field that is null but not
+    nullable gets its default, or is pruned when it has none
+    (PruneNonNullableNullsWithoutDefaults), so `serving: null` is `serving: {}` defaulted."""
     if isinstance(value, dict):
+        extra = node_schema.get("additionalProperties")
+        for key in [key for key, item in value.items() if item is None]:
+            prop = node_schema.get("properties", {}).get(key) or \
+                (extra if isinstance(extra, dict) else None)
+            if prop is not None and not prop.get("nullable") and "default" not in prop:
+                del value[key]
         for key, prop in node_schema.get("properties", {}).items():
-            if key not in value and "default" in prop:
+            if ("default" in prop and not prop.get("nullable")
+                    and (key not in value or value[key] is None)):
                 value[key] = copy.deepcopy(prop["default"])
             if key in value:
                 _default_node(prop, value[key])
@@ -368,14 +380,149 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-# --- CEL ----------------------------------------------------------------------------------------
+# --- CEL ---------------------------------------------------------------------------------------
+# Kubernetes adds libraries to standard CEL (k8s.io/apiserver/pkg/cel/library) and takes
+# duration() from Go; cel-python has neither, so the ones the CRD uses are here, with Go's and
+# Kubernetes' semantics: isSorted (lists), isQuantity, quantity and compareTo (quantities), and
+# duration() parsed as Go's time.ParseDuration does (integer nanoseconds, an error past
+# about 292 years).
 
 def _is_sorted(values: celtypes.ListType) -> celtypes.BoolType:
     """Kubernetes' CEL list library adds isSorted(); cel-python does not have it."""
     return celtypes.BoolType(all(a <= b for a, b in itertools.pairwise(values)))
 
 
-_CEL_FUNCTIONS = {"isSorted": _is_sorted}
+_MAX_NANOS = (1 << 63) - 1
+_GO_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
+             "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+_GO_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?(ns|us|µs|μs|ms|s|m|h)")
+
+
+def go_duration_nanos(text: str) -> int:
+    """Nanoseconds in a duration as Go's time.ParseDuration reads it (fractions truncated to
+    the nanosecond); ValueError where Go returns an error."""
+    body = text.lstrip("+-")
+    negative = text.startswith("-")
+    if body == "0":
+        return 0
+    if not body:
+        raise ValueError(f"time: invalid duration {json.dumps(text)}")
+    total, position = 0, 0
+    while position < len(body):
+        match = _GO_PART.match(body, position)
+        if match is None or match.end() == position or not (match.group(1) or match.group(2)):
+            raise ValueError(f"time: invalid duration {json.dumps(text)}")
+        whole, fraction, unit = match.group(1), match.group(2) or "", match.group(3)
+        scale = _GO_UNITS[unit]
+        value = int(whole or "0")
+        if value > (1 << 63) // scale:
+            raise ValueError(f"time: invalid duration {json.dumps(text)}")
+        nanos = value * scale
+        if fraction.strip("0"):
+            digits = int(fraction[:19])  # Go stops accumulating fraction digits near overflow
+            nanos += int(float(digits) * (scale / 10 ** len(fraction[:19])))
+        total += nanos
+        if total > _MAX_NANOS + (1 if negative else 0):
+            raise ValueError(f"time: invalid duration {json.dumps(text)}")
+        position = match.end()
+    return -total if negative else total
+
+
+class GoDuration(celtypes.DurationType):
+    """A CEL duration that keeps Go's nanoseconds (cel-python's rounds to microseconds)."""
+
+    nanos: int
+
+    @classmethod
+    def of(cls, nanos: int) -> GoDuration:
+        seconds, rest = divmod(nanos, 1_000_000_000)
+        duration = cls(seconds, rest)
+        duration.nanos = nanos
+        return duration
+
+    def _key(self, other: Any) -> tuple[int, int]:
+        if not isinstance(other, GoDuration):
+            raise TypeError(f"no such overload: {self!r} {type(self)} != {other!r} {type(other)}")
+        return self.nanos, other.nanos
+
+    def __lt__(self, other: Any) -> bool:
+        a, b = self._key(other)
+        return a < b
+
+    def __le__(self, other: Any) -> bool:
+        a, b = self._key(other)
+        return a <= b
+
+    def __gt__(self, other: Any) -> bool:
+        a, b = self._key(other)
+        return a > b
+
+    def __ge__(self, other: Any) -> bool:
+        a, b = self._key(other)
+        return a >= b
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, GoDuration) and self.nanos == other.nanos
+
+    def __ne__(self, other: Any) -> bool:
+        return not self == other
+
+    __hash__ = celtypes.DurationType.__hash__
+
+
+def _duration(value: Any) -> GoDuration:
+    if not isinstance(value, str):
+        raise TypeError(f"no such overload: duration({type(value).__name__})")
+    return GoDuration.of(go_duration_nanos(str(value)))
+
+
+# A Kubernetes quantity (k8s.io/apimachinery/pkg/api/resource): the grammar of
+# ParseQuantity (a whole decimal exponent), its value exact but capped at 2^63 - 1 in
+# magnitude as ParseQuantity caps it, compared exactly.
+_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
+                       r"(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$")
+_QUANTITY_SUFFIX = {"Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50,
+                    "Ei": 2 ** 60, "n": Decimal("1e-9"), "u": Decimal("1e-6"),
+                    "m": Decimal("1e-3"), "k": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9,
+                    "T": 10 ** 12, "P": 10 ** 15, "E": 10 ** 18}
+_QUANTITY_CAP = Decimal((1 << 63) - 1)
+_EXACT = decimal.Context(prec=4000, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
+
+
+class Quantity:
+    """A parsed quantity, as the value of quantity() in CEL."""
+
+    def __init__(self, text: str) -> None:
+        match = _QUANTITY.match(text)
+        if match is None:
+            raise ValueError("quantities must match the regular expression "
+                             f"'{_QUANTITY.pattern}'")
+        number, suffix = Decimal(match.group(1)), match.group(2) or ""
+        if suffix[:1] in ("e", "E"):
+            value = number.scaleb(int(suffix[1:]), _EXACT)
+        else:
+            value = _EXACT.multiply(number, Decimal(_QUANTITY_SUFFIX.get(suffix, 1)))
+        self.value = max(-_QUANTITY_CAP, min(_QUANTITY_CAP, value))
+
+
+def _is_quantity(text: Any) -> celtypes.BoolType:
+    try:
+        Quantity(str(text))
+    except (ValueError, ArithmeticError):
+        return celtypes.BoolType(False)
+    return celtypes.BoolType(True)
+
+
+def _quantity(text: Any) -> Quantity:
+    return Quantity(str(text))
+
+
+def _compare_to(left: Quantity, right: Quantity) -> celtypes.IntType:
+    return celtypes.IntType((left.value > right.value) - (left.value < right.value))
+
+
+_CEL_FUNCTIONS = {"isSorted": _is_sorted, "duration": _duration, "isQuantity": _is_quantity,
+                  "quantity": _quantity, "compareTo": _compare_to}
 
 
 @functools.cache
@@ -384,16 +531,40 @@ def cel_program(rule: str) -> Any:
     return environment.program(environment.compile(rule), functions=_CEL_FUNCTIONS)
 
 
+def _typed(node_schema: Mapping[str, Any], value: Any) -> Any:
+    """value as the API server hands it to CEL: a `number` field is a double even when written
+    as 1 (cel-python would make it an int, and 1 < 1.0 would not evaluate)."""
+    if node_schema.get("type") == "number" and isinstance(value, int) and \
+            not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, dict):
+        properties = node_schema.get("properties", {})
+        extra = node_schema.get("additionalProperties")
+        return {key: _typed(properties.get(key) or (extra if isinstance(extra, dict) else {}),
+                            item) for key, item in value.items()}
+    if isinstance(value, list):
+        items = node_schema.get("items")
+        return [_typed(items if isinstance(items, dict) else {}, item) for item in value]
+    return value
+
+
 def _cel_node(node_schema: Mapping[str, Any], value: Any, path: str,
               errors: list[FieldError]) -> None:
-    for rule in node_schema.get("x-kubernetes-validations", []):
-        activation = {"self": celpy.json_to_cel(value)}
+    rules = node_schema.get("x-kubernetes-validations", [])
+    activation = {"self": celpy.json_to_cel(_typed(node_schema, value))} if rules else {}
+    for rule in rules:
+        where = (path + rule.get("fieldPath", "")).lstrip(".") or "<nil>"
         try:
             ok = bool(cel_program(rule["rule"]).evaluate(activation))
-        except celpy.CELEvalError as exc:  # a rule that cannot evaluate is a CRD bug
-            raise AssertionError(f"CEL rule {rule['rule']!r} at {path!r} failed: {exc}") from exc
+        except celpy.CELEvalError as exc:
+            # As the API server reports a rule that fails to evaluate (an invalid duration or
+            # quantity the schema also refuses): an Invalid error at the rule's node.
+            cause = exc.args[2][0] if len(exc.args) > 2 and exc.args[2] else exc.args[0]
+            errors.append(FieldError(INVALID, path or "<nil>",
+                                     f"{cause} evaluating rule: {rule['rule']}",
+                                     _json_type(value), "cel"))
+            continue
         if not ok:
-            where = (path + rule.get("fieldPath", "")).lstrip(".") or "<nil>"
             reason = rule.get("reason", INVALID)
             errors.append(FieldError(reason if reason in _WORDS else INVALID, where,
                                      rule["message"], _json_type(value), "cel"))

@@ -71,6 +71,16 @@ RESOURCES: dict[str, tuple[str, bool, tuple[str, ...], tuple[str, ...], tuple[st
     "apps/v1/deployments": ("Deployment", True, ("status", "scale"), ("deploy",), ("all",)),
     "apps/v1/replicasets": ("ReplicaSet", True, ("status",), ("rs",), ("all",)),
     "events.k8s.io/v1/events": ("Event", True, (), ("ev",), ()),
+    # stored and listed only (no RBAC is enforced): what `kubectl apply/delete -k` of the
+    # install manifests touches besides the above
+    "v1/serviceaccounts": ("ServiceAccount", True, (), ("sa",), ()),
+    "rbac.authorization.k8s.io/v1/clusterroles": ("ClusterRole", False, (), (), ()),
+    "rbac.authorization.k8s.io/v1/clusterrolebindings": ("ClusterRoleBinding", False, (), (),
+                                                         ()),
+    "rbac.authorization.k8s.io/v1/roles": ("Role", True, (), (), ()),
+    "rbac.authorization.k8s.io/v1/rolebindings": ("RoleBinding", True, (), (), ()),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False,
+                                                          ("status",), ("crd", "crds"), ()),
 }
 POD = kmock.resource("", "v1", "pods")
 GC_PERIOD = 0.1
@@ -130,6 +140,10 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
                 self._admissions[resource] = Admission(crd, version["name"])
                 self._infos[resource]["schema"] = version["schema"]["openAPIV3Schema"]
                 self._infos[resource]["columns"] = version.get("additionalPrinterColumns", [])
+            # the CRD object itself, as `kubectl get crd` shows it on a cluster
+            self.objects[kmock.resource("apiextensions.k8s.io", "v1",
+                                        "customresourcedefinitions"), None,
+                         crd["metadata"]["name"]] = self._stamp_new(copy.deepcopy(dict(crd)))
         for namespace in namespaces:
             self.objects[kmock.resource("", "v1", "namespaces"), None, namespace] = \
                 self._stamp_new({"apiVersion": "v1", "kind": "Namespace",

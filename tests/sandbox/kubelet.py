@@ -6,14 +6,24 @@ pods exactly as in a cluster: labels from the template, status.podIP, a Ready co
 the readiness probe, and Deployment status (replicas, updatedReplicas, readyReplicas,
 observedGeneration). Rolling updates follow the Deployment's maxSurge 1 / maxUnavailable 0:
 one new pod at a time, an old one removed only when a new one is ready.
+
+A container without `command` is the serving image: `modelgate-serve` from the venv. One with a
+`command` runs it (`python` is the venv's), with what a kubelet gives a container and the
+sandbox can: `env` values and `status.podIP` through the downward API, `$(VAR)` expanded in
+command and args, and configMap volumes written to a directory of the pod (whose path replaces
+the mountPath in the arguments, since there is no mount namespace). Readiness comes from the
+container's httpGet readinessProbe, or, without one, from the process running, as a kubelet
+does. Images are never pulled or read.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -46,6 +56,9 @@ class PodProcess:
     restarts: int = 0
     failed_probes: int = 0
     env: dict[str, str] = field(default_factory=dict)
+    command: list[str] = field(default_factory=list)
+    probe_path: str | None = "/v2/health/ready"
+    """The readinessProbe's httpGet path; None: ready while the process runs."""
 
 
 class Kubelet:
@@ -155,12 +168,23 @@ class Kubelet:
     def _start(self, deployment: dict[str, Any], template: dict[str, Any],
                template_hash: str) -> PodProcess:
         container = template["spec"]["containers"][0]
-        port = int(container["ports"][0]["containerPort"])
         ip = next(self._addresses)
         name = f"{deployment['metadata']['name']}-{template_hash[:6]}-{next(self._names)}"
         env = {item["name"]: item.get("value", "") for item in container.get("env", [])
                if "value" in item}
-        env["MODELGATE_HOST"] = ip
+        env.update({item["name"]: ip for item in container.get("env", []) if (
+            item.get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath") == "status.podIP"})
+        probe = (container.get("readinessProbe") or {}).get("httpGet")
+        ports = container.get("ports") or []
+        if "command" in container:
+            command = self._command(name, container, template["spec"], env)
+            port = int(probe["port"]) if probe and str(probe["port"]).isdigit() else \
+                int(ports[0]["containerPort"]) if ports else 0
+            probe_path = probe["path"] if probe else None
+        else:
+            env["MODELGATE_HOST"] = ip
+            command, port = [SERVE], int(ports[0]["containerPort"])
+            probe_path = probe["path"] if probe else "/v2/health/ready"
         labels = dict(template["metadata"].get("labels", {}))
         self.core.create_namespaced_pod(self.namespace, {
             "apiVersion": "v1", "kind": "Pod",
@@ -176,22 +200,58 @@ class Kubelet:
             "conditions": [{"type": "Ready", "status": "False"}]}},
             _content_type=MERGE, _preload_content=False)
         return PodProcess(name=name, ip=ip, port=port, template_hash=template_hash,
-                         labels=labels, process=self._spawn(name, env), env=env)
+                          labels=labels, process=self._spawn(name, env, command), env=env,
+                          command=command, probe_path=probe_path)
 
-    def _spawn(self, name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def _command(self, pod: str, container: dict[str, Any], spec: dict[str, Any],
+                 env: dict[str, str]) -> list[str]:
+        """The container's command and args as a kubelet runs them, on this machine."""
+        mounts = {}
+        volumes = {volume["name"]: volume for volume in spec.get("volumes", [])}
+        for mount in container.get("volumeMounts", []):
+            config_map = volumes.get(mount["name"], {}).get("configMap")
+            if config_map is None:
+                continue
+            directory = self.workdir / "volumes" / pod / mount["name"]
+            directory.mkdir(parents=True, exist_ok=True)
+            found = json.loads(self.core.read_namespaced_config_map(
+                config_map["name"], self.namespace, _preload_content=False).data)
+            for key, text in (found.get("data") or {}).items():
+                (directory / key).write_text(text)
+            for key, encoded in (found.get("binaryData") or {}).items():
+                (directory / key).write_bytes(base64.b64decode(encoded))
+            mounts[mount["mountPath"]] = str(directory)
+
+        def expand(argument: str) -> str:
+            argument = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                              lambda m: env.get(m.group(1), m.group(0)), argument)
+            for mount_path, directory in mounts.items():
+                if argument == mount_path or argument.startswith(mount_path + "/"):
+                    argument = directory + argument[len(mount_path):]
+            return argument
+
+        command = [expand(part) for part in [*container["command"], *container.get("args", [])]]
+        if command and command[0] in ("python", "python3"):
+            command[0] = sys.executable
+        return command
+
+    def _spawn(self, name: str, env: dict[str, str],
+               command: list[str]) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("ab")
         full_env = {**os.environ, **env, "PYTHONPATH": self.pythonpath}
-        return subprocess.Popen([SERVE], env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        return subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
     def _probe(self, pod: PodProcess) -> None:
         if pod.process.poll() is not None:  # crashed: restart it, as a kubelet would
             pod.restarts += 1
-            pod.process = self._spawn(pod.name, pod.env)
+            pod.process = self._spawn(pod.name, pod.env, pod.command)
             pod.failed_probes = PROBE_FAILURES
+        elif pod.probe_path is None:  # no readinessProbe: ready while it runs
+            pod.failed_probes = 0
         else:
             try:
-                answer = self.session.get(f"http://{pod.ip}:{pod.port}/v2/health/ready",
+                answer = self.session.get(f"http://{pod.ip}:{pod.port}{pod.probe_path}",
                                           timeout=PROBE_TIMEOUT)
                 passed = answer.status_code == 200
             except requests.RequestException:

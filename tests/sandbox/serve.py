@@ -10,6 +10,11 @@ go to `sandbox.log`, `operator.log` and one `<pod>.log` per pod (`kubectl logs`)
 
     PYTHONPATH=tests python -m sandbox.serve up --workdir .sandbox [--traffic 40]
     PYTHONPATH=tests python -m sandbox.serve down --workdir .sandbox
+    PYTHONPATH=tests python -m sandbox.serve operator-down|operator-up --workdir .sandbox
+
+The operator runs as its Deployment would keep it: restarted when it dies, and it can be scaled
+to zero and back (operator-down, operator-up) to see what a cluster does without it (the
+ModelDeployments' finalizers hold their deletion).
 """
 
 from __future__ import annotations
@@ -75,6 +80,40 @@ class TrafficFollower:
                 self.sandbox.stop_traffic(name)
 
 
+class OperatorSupervisor:
+    """The operator's Deployment, as far as the sandbox has one: the operator process is
+    restarted when it dies (a crashed or killed pod is replaced), and it can be scaled to zero
+    and back (`operator down` / `operator up`: SIGUSR1 / SIGUSR2 to the sandbox), so tests can
+    see what a cluster does while the operator is away. `operator.pid` holds its pid ("" while
+    scaled to zero)."""
+
+    def __init__(self, sandbox: Sandbox, workdir: Path) -> None:
+        self.sandbox = sandbox
+        self.pid_file = workdir / "operator.pid"
+        self.wanted = True
+        self.requests: list[bool] = []
+
+    def request(self, running: bool) -> None:  # from a signal handler: record only
+        self.requests.append(running)
+
+    def step(self) -> None:
+        while self.requests:
+            self.wanted = self.requests.pop(0)
+            if not self.wanted and self.sandbox.operator is not None:
+                self.sandbox.stop_operator()
+                print("sandbox: operator scaled to zero", flush=True)
+        operator = self.sandbox.operator
+        if self.wanted and (operator is None or operator.poll() is not None):
+            if operator is not None:
+                print(f"sandbox: operator exited ({operator.returncode}); restarting it",
+                      flush=True)
+            self.sandbox.start_operator()
+        operator = self.sandbox.operator
+        pid = str(operator.pid) if operator is not None and self.wanted else ""
+        if not self.pid_file.exists() or self.pid_file.read_text() != pid:
+            self.pid_file.write_text(pid)
+
+
 def run(workdir: Path, traffic: float, tick: float) -> int:
     """The sandbox in the foreground, until SIGTERM or SIGINT."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -86,15 +125,21 @@ def run(workdir: Path, traffic: float, tick: float) -> int:
         write_examples(sandbox, workdir / "examples")
         follower = TrafficFollower(sandbox, traffic)
         follower.start()
+        supervisor = OperatorSupervisor(sandbox, workdir)
+        signal.signal(signal.SIGUSR1, lambda *_: supervisor.request(False))
+        signal.signal(signal.SIGUSR2, lambda *_: supervisor.request(True))
+        supervisor.step()
         (workdir / "env").write_text(f"export KUBECONFIG={sandbox.cluster.kubeconfig}\n"
                                      f"export MODELGATE_SANDBOX={workdir}\n")
         print(f"sandbox: API server {sandbox.cluster.url}, operator pid "
               f"{sandbox.operator.pid if sandbox.operator else None}, traffic {traffic:g}/s "
               "per ModelDeployment", flush=True)
-        stop.wait()
+        while not stop.wait(0.2):
+            supervisor.step()
         print("sandbox: stopping", flush=True)
         follower.stop()
     (workdir / "env").unlink(missing_ok=True)
+    (workdir / "operator.pid").unlink(missing_ok=True)
     print("sandbox: stopped", flush=True)
     return 0
 
@@ -186,9 +231,30 @@ def down(workdir: Path, timeout: float = 30) -> int:
     return 0
 
 
+def operator(workdir: Path, state: str, timeout: float = 60) -> int:
+    """Scale the sandbox's operator to zero (`down`) or back to one (`up`), and wait until it
+    is so."""
+    pid_file = workdir / "sandbox.pid"
+    if not pid_file.exists() or not _alive(int(pid_file.read_text())):
+        print("sandbox operator: no sandbox running here", file=sys.stderr)
+        return 1
+    os.kill(int(pid_file.read_text()), signal.SIGUSR2 if state == "up" else signal.SIGUSR1)
+    operator_pid = workdir / "operator.pid"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = operator_pid.read_text().strip() if operator_pid.exists() else ""
+        if (state == "up") == (text != "" and _alive(int(text))):
+            print(f"sandbox operator: {state}", file=sys.stderr)
+            return 0
+        time.sleep(0.1)
+    print(f"sandbox operator: not {state} after {timeout:g}s", file=sys.stderr)
+    return 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down", "run"])
+    parser.add_argument("command", choices=["up", "down", "run", "operator-up",
+                                            "operator-down"])
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--traffic", type=float, default=40,
                         help="requests per second to each ModelDeployment (0: none)")
@@ -199,6 +265,8 @@ def main() -> int:
         return up(workdir, options.traffic, options.tick)
     if options.command == "down":
         return down(workdir)
+    if options.command.startswith("operator-"):
+        return operator(workdir, options.command.removeprefix("operator-"))
     return run(workdir, options.traffic, options.tick)
 
 

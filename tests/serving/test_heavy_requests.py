@@ -80,16 +80,19 @@ def test_health_answers_within_a_second_under_huge_and_heavy_requests(heavy: Ser
 
     def send(body: bytes) -> int:
         answer = requests.post(f"{heavy.url}/v1/models/forest:predict", data=body,
-                               headers={"Content-Type": "application/json"}, timeout=120)
+                               headers={"Content-Type": "application/json"},
+                               timeout=120 * TIMEOUT_SCALE)
         if answer.status_code == 413:  # refused for its rows, after parsing: not for its size
             assert "--max-rows" in answer.json()["error"]
         return answer.status_code
 
     with concurrent.futures.ThreadPoolExecutor(24) as pool:
         prober = pool.submit(probe)
-        answers = [pool.submit(send, body) for body in [huge] * 16 + [heavy_rows] * 6]
-        statuses = [answer.result() for answer in answers]
-        stop.set()
+        try:
+            answers = [pool.submit(send, body) for body in [huge] * 16 + [heavy_rows] * 6]
+            statuses = [answer.result() for answer in answers]
+        finally:
+            stop.set()  # a failed request fails the test instead of leaving the prober running
         prober.result()
     assert statuses == [413] * 16 + [200] * 6
     assert len(waits) > 10

@@ -4,14 +4,18 @@ graceful shutdown."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import signal
+import socket
 import time
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from sandbox import TIMEOUT_SCALE
 from support.serving import Served, serving
 
 from modelgate.core.analysis import PodScrape, Role, observe
@@ -119,21 +123,55 @@ def test_workers_share_the_port_and_sum_their_metrics(forest, models) -> None:
     assert len(_serving_pids(forest)) == 2, forest.log()
 
 
+def _unread_bytes(server_port: int, client_ports: set[int]) -> dict[int, int]:
+    """For each client connection the server has accepted: bytes it has not read yet (the
+    receive queue of the server's end, from /proc/net/tcp)."""
+    unread = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state = fields[1], fields[2], fields[3]
+        queues = fields[4]
+        if state == "01" and int(local.split(":")[1], 16) == server_port:
+            client = int(remote.split(":")[1], 16)
+            if client in client_ports:
+                unread[client] = int(queues.split(":")[1], 16)
+    return unread
+
+
+def _status_line(connection: socket.socket) -> str:
+    with connection.makefile("rb") as answer:
+        return answer.readline().decode().strip()
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_sigterm_finishes_in_flight_requests_then_exits(models, logs, workers) -> None:
     model = models["forest"]
     with serving(model.uri, logs, name="forest",
                  args=["--trusted-types", "sklearn.tree._tree.Tree", "--workers", workers,
-                       "--batching", "on", "--max-batch-size", "64", "--max-wait", "300ms"]) \
+                       "--batching", "on", "--max-batch-size", "64", "--max-wait", "2s"]) \
             as served:
-        body = {"instances": [model.X[0].tolist()]}
-        with concurrent.futures.ThreadPoolExecutor(6) as pool:
-            pending = [pool.submit(requests.post, f"{served.url}/v1/models/forest:predict",
-                                   json=body, timeout=10) for _ in range(6)]
-            time.sleep(0.1)  # the requests now wait in a batch for company
+        body = json.dumps({"instances": [model.X[0].tolist()]}).encode()
+        request = (f"POST /v1/models/forest:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                   f"Connection: close\r\n\r\n").encode() + body
+        connections = [socket.create_connection(("127.0.0.1", served.port), timeout=30)
+                       for _ in range(6)]
+        try:
+            for connection in connections:
+                connection.sendall(request)
+            # the server has read all six (they now wait in a batch for company): only then
+            # is it told to stop, so every one of them is in flight
+            ports = {connection.getsockname()[1] for connection in connections}
+            deadline = time.monotonic() + 10 * TIMEOUT_SCALE
+            while (unread := _unread_bytes(served.port, ports)) != dict.fromkeys(ports, 0):
+                assert time.monotonic() < deadline, f"not read by the server: {unread}"
+                time.sleep(0.01)
             served.process.send_signal(signal.SIGTERM)
-            answers = [future.result() for future in pending]
-        assert [answer.status_code for answer in answers] == [200] * 6
+            statuses = [_status_line(connection) for connection in connections]
+        finally:
+            for connection in connections:
+                connection.close()
+        assert statuses == ["HTTP/1.1 200 OK"] * 6
         assert served.process.wait(30) == 0
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{served.url}/v2/health/live", timeout=2)

@@ -7,7 +7,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from modelgate.k8s import PodAddress
+from modelgate.k8s import ApiException, PodAddress
 
 
 class FakeCluster:
@@ -22,6 +22,8 @@ class FakeCluster:
         self.pods: list[PodAddress] = []
         self.statuses: list[dict[str, Any]] = []
         self.events: list[str] = []
+        self.changed_since_read = False
+        """Set: the next status write is refused as the API server refuses a stale one."""
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         found = self.deployments.get((namespace, name))
@@ -54,6 +56,8 @@ class FakeCluster:
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any], *,
                      resource_version: str | None = None) -> None:
+        if self.changed_since_read and resource_version is not None:
+            raise ApiException(status=409, reason="Conflict")
         self.statuses.append(copy.deepcopy(dict(status)))
 
     def post_event(self, body: Mapping[str, Any], reason: str, message: str, *,

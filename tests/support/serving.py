@@ -18,6 +18,7 @@ from typing import Any
 
 import requests
 import skops.io
+from sandbox import TIMEOUT_SCALE
 
 
 def free_port() -> int:
@@ -68,8 +69,9 @@ class Served:
     def wait_until(self, path: str, status: int, timeout: float = 30.0,
                    containing: str = "") -> requests.Response:
         """Poll `path` until it answers `status` (with `containing` in the body); fail with
-        the server's log otherwise."""
-        deadline = time.monotonic() + timeout
+        the server's log otherwise. The timeout is scaled like every deadline of the suite
+        (MODELGATE_TEST_TIMEOUT_SCALE): its other workers share the cores."""
+        deadline = time.monotonic() + timeout * TIMEOUT_SCALE
         last: requests.Response | None = None
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -19,7 +19,7 @@ POD = kmock.resource("v1/pods")
 
 def alive(emulator: Emulator) -> dict[str, dict[str, Any]]:
     return {name: obj.raw for (_, _, name), obj in emulator.objects.items()
-            if not obj.deleted and name != "default"}
+            if not obj.deleted and name not in ("default", "modeldeployments.modelgate.dev")}
 
 
 async def family(emulator: Emulator) -> None:

@@ -173,3 +173,28 @@ def test_a_deleted_object_is_left_alone() -> None:
     assert result == type(result)(status=None, events=())
     assert cluster.statuses == []
     assert cluster.deployments == {}
+
+
+def test_a_status_write_refused_as_stale_drops_the_whole_tick_events_included() -> None:
+    """Status first, Events after: a tick whose status write meets a 409 posts nothing, so
+    the next tick (deciding again from the newer object) does not post its Events twice."""
+    from modelgate.reconcile import StatusConflict, reconcile
+    from modelgate.settings import OperatorSettings
+
+    body = {"metadata": {"name": "iris", "namespace": "ml", "generation": 1, "uid": "u1",
+                         "resourceVersion": "7"},
+            "spec": {"model": {"version": "v1", "uri": "file:///m"},
+                     "serving": {"image": "docker.io/someone/else:latest"}}}
+    settings = OperatorSettings(image_allowlist=("registry.example.com/modelgate/*",))
+    cluster = FakeCluster(body)
+    cluster.changed_since_read = True
+    with pytest.raises(StatusConflict, match="409 Conflict"):
+        reconcile(cluster, settings, body, now=5000.0)
+    assert cluster.statuses == []
+    assert cluster.events == []
+    cluster.changed_since_read = False
+    result = reconcile(cluster, settings, body, now=5005.0)
+    assert result.status is not None
+    assert result.status["phase"] == "Degraded"
+    assert cluster.statuses == [result.status]
+    assert cluster.events == ["InvalidSpec"]

@@ -1,5 +1,7 @@
-"""kubectl against `make sandbox-up`: one sandbox for the whole session, started and stopped
-by the make targets a user runs, and checked to leave no process behind."""
+"""The sandbox of `make sandbox-up` for kubectl: one for the whole session of an xdist worker
+(the tests that use it share an xdist group: "kubectl" for tests/kubectl, "e2e" for tests/e2e
+in `make test`, so each group gets one sandbox), started and stopped by the make targets a
+user runs, and checked to leave no process behind."""
 
 from __future__ import annotations
 
@@ -8,13 +10,14 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from sandbox.serve import _alive, descendants
 from support.kubectl import KUBECTL, ROOT, Kubectl
 
 
 @pytest.fixture(scope="session")
 def sandbox_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """`eval "$(make -s sandbox-up)"`: the environment a user's shell has afterwards."""
+    from sandbox.serve import _alive, descendants  # here: most sessions never start one
+
     if KUBECTL is None:
         if os.environ.get("CI"):  # CI has kubectl: its absence there is a failure, not a skip
             pytest.fail("CI without kubectl")
