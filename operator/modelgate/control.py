@@ -8,10 +8,14 @@ records in status.controls; pause is a level ("true" while paused) that resume r
 from __future__ import annotations
 
 import datetime
+import json
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import yaml
 
 from modelgate import control_annotations
 from modelgate.core.analysis.checks import duration_words
@@ -29,14 +33,45 @@ _TOKEN_ANNOTATION = {"promote": control_annotations.CONTROL_PROMOTE,
                      "retry": control_annotations.CONTROL_RETRY}
 
 
-def _cluster() -> Cluster:
-    load_config()
-    return Cluster()
+OUTPUTS = ("json", "yaml")
 
 
-def request(verb: str, namespace: str, name: str, wait_seconds: float) -> int:
-    """Set the annotation for `verb`, then wait for the operator to act and show the result."""
-    cluster = _cluster()
+@dataclass(frozen=True)
+class Target:
+    """Where a command acts, as kubectl's flags say: -n (None: the context's namespace),
+    -A, --context, --kubeconfig."""
+
+    namespace: str | None = None
+    all_namespaces: bool = False
+    context: str | None = None
+    kubeconfig: str | None = None
+
+
+def connect(target: Target) -> tuple[Cluster, str]:
+    """The API client for `target`, and the namespace to act in."""
+    namespace = load_config(target.context, target.kubeconfig)
+    return Cluster(), target.namespace or namespace
+
+
+def printable(body: Mapping[str, Any]) -> dict[str, Any]:
+    """An object as `kubectl get -o` prints it: without metadata.managedFields."""
+    result = dict(body)
+    result["metadata"] = {key: value for key, value in (body.get("metadata") or {}).items()
+                          if key != "managedFields"}
+    return result
+
+
+def dump(document: Any, output: str) -> str:
+    if output == "json":
+        return json.dumps(document, indent=4)
+    return yaml.safe_dump(document, sort_keys=False).rstrip("\n")
+
+
+def request(verb: str, target: Target, name: str, wait_seconds: float,
+            output: str | None = None) -> int:
+    """Set the annotation for `verb`, then wait for the operator to act and show the result
+    (with `output`, the object as it is then, as json or yaml)."""
+    cluster, namespace = connect(target)
     try:
         before = cluster.get_model_deployment(namespace, name)
     except ApiException as exc:
@@ -53,14 +88,16 @@ def request(verb: str, namespace: str, name: str, wait_seconds: float) -> int:
         print(f"modelgate {verb}: {namespace}/{name} has no canary in flight; the request is "
               "recorded but changes nothing now", file=sys.stderr)
     cluster.annotate_model_deployment(namespace, name, annotations)
-    print(f"{namespace}/{name}: {verb} requested")
+    print(f"{namespace}/{name}: {verb} requested", file=sys.stderr if output else sys.stdout)
     if wait_seconds <= 0:
+        if output:
+            print(dump(printable(cluster.get_model_deployment(namespace, name)), output))
         return 0
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
         body = cluster.get_model_deployment(namespace, name)
         if _acted(verb, token, body.get("status") or {}):
-            print(_summary(body))
+            print(dump(printable(body), output) if output else _summary(body))
             return 0
         time.sleep(0.5)
     print(f"modelgate {verb}: the operator has not acted within {wait_seconds:g}s; is it "
@@ -77,19 +114,71 @@ def _acted(verb: str, token: str, current: Mapping[str, Any]) -> bool:
     return bool(canary.get("paused")) == (verb == "pause")
 
 
-def show_status(namespace: str, name: str | None) -> int:
-    cluster = _cluster()
+def show_status(target: Target, name: str | None, output: str | None = None) -> int:
+    """One ModelDeployment in detail, or (no name) a table of the namespace's (-A: all)."""
+    cluster, namespace = connect(target)
     try:
-        bodies = ([cluster.get_model_deployment(namespace, name)] if name
-                  else cluster.list_model_deployments(namespace))
+        if name:
+            bodies = [cluster.get_model_deployment(namespace, name)]
+        else:
+            bodies = cluster.list_model_deployments(None if target.all_namespaces
+                                                    else namespace)
     except ApiException as exc:
-        print(f"modelgate status: {exc.status} {exc.reason}", file=sys.stderr)
+        where = f"{namespace}/{name}" if name else (
+            "all namespaces" if target.all_namespaces else f"namespace {namespace}")
+        print(f"modelgate status: {where}: {exc.status} {exc.reason}", file=sys.stderr)
         return 1
-    if not bodies:
-        print(f"no ModelDeployments in namespace {namespace}")
-    for body in bodies:
-        print(_summary(body, detail=True))
+    if output:
+        document: Any = (printable(bodies[0]) if name else
+                         {"apiVersion": "v1", "kind": "List",
+                          "items": [printable(body) for body in bodies]})
+        print(dump(document, output))
+        return 0
+    if name:
+        print(_summary(bodies[0], detail=True))
+    elif not bodies:
+        print("no ModelDeployments" + ("" if target.all_namespaces
+                                       else f" in namespace {namespace}"))
+    else:
+        print(table(bodies, target.all_namespaces))
     return 0
+
+
+def _age(stamp: Any, now: datetime.datetime) -> str:
+    try:
+        then = datetime.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return "<unknown>"
+    seconds = max(0, int((now - then).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def table(bodies: Sequence[Mapping[str, Any]], namespaces: bool,
+          now: datetime.datetime | None = None) -> str:
+    """ModelDeployments as `kubectl get` prints a table (NAMESPACE first with -A)."""
+    now = now or datetime.datetime.now(tz=datetime.UTC)
+    header = [*(["NAMESPACE"] if namespaces else []), "NAME", "PHASE", "STABLE", "CANARY",
+              "WEIGHT", "DECISION", "AGE"]
+    rows = [header]
+    for body in sorted(bodies, key=lambda item: ((item.get("metadata") or {}).get(
+            "namespace", ""), (item.get("metadata") or {}).get("name", ""))):
+        metadata = body.get("metadata") or {}
+        current = body.get("status") or {}
+        canary = current.get("canary") or {}
+        rows.append([*([str(metadata.get("namespace"))] if namespaces else []),
+                     str(metadata.get("name")), str(current.get("phase", "Pending")),
+                     str((current.get("stable") or {}).get("version", "<none>")),
+                     str(canary.get("version", "<none>")),
+                     f"{canary.get('weight', 0)}%" if canary else "<none>",
+                     str((current.get("analysis") or {}).get("decision", "<none>")
+                         if canary else "<none>"),
+                     _age(metadata.get("creationTimestamp"), now)])
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    return "\n".join("   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+                     .rstrip() for row in rows)
 
 
 def _summary(body: Mapping[str, Any], detail: bool = False) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,19 @@ KOPF_CLUSTER_WIDE = {("apiextensions.k8s.io", "customresourcedefinitions", "list
 
 
 def calls_in_code() -> set[tuple[str, str, str]]:
-    """(group, resource, verb) of every Kubernetes client call in operator/modelgate/k8s."""
+    """(group, resource, verb) of every Kubernetes client call the operator makes: those in
+    operator/modelgate/k8s but the CLI's reads (viewer.py, see cli_reads)."""
+    return _calls(path for path in (ROOT / "operator" / "modelgate" / "k8s").rglob("*.py")
+                  if path.name != "viewer.py")
+
+
+def cli_reads() -> set[tuple[str, str, str]]:
+    return _calls([ROOT / "operator" / "modelgate" / "k8s" / "viewer.py"])
+
+
+def _calls(sources: Iterable[Path]) -> set[tuple[str, str, str]]:
     calls = set()
-    for source in (ROOT / "operator" / "modelgate" / "k8s").rglob("*.py"):
+    for source in sources:
         for method in re.findall(r"self\.(?:apps|core|custom)\.(\w+)", source.read_text()):
             verb, _, rest = re.fullmatch(r"([a-z]+)_(namespaced|cluster)_(\w+)",
                                              method).groups()  # type: ignore[union-attr]
@@ -65,6 +76,13 @@ def calls_in_code() -> set[tuple[str, str, str]]:
             group, resource = _RESOURCES[rest.removesuffix("_status")]
             calls.add((group, resource + ("/status" if status else ""), _VERBS[verb]))
     return calls
+
+
+def test_the_cli_view_only_reads() -> None:
+    """`modelgate status --watch` lists pods and Events with the person's credentials; the
+    operator's role does not need (nor grant) listing Events."""
+    assert cli_reads() == {("", "pods", "list"), ("", "events", "list")}
+    assert all(verb in ("get", "list") for _, _, verb in cli_reads())
 
 
 def granted(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:

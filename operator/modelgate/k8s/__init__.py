@@ -33,12 +33,36 @@ class PodAddress:
     ip: str
 
 
-def load_config() -> None:
-    """In a pod, the service account; elsewhere, $KUBECONFIG or ~/.kube/config."""
+class ConfigError(Exception):
+    """No usable kubeconfig (missing file, unknown context, ...)."""
+
+
+_SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def load_config(context: str | None = None, kubeconfig: str | None = None) -> str:
+    """In a pod, the service account; elsewhere, $KUBECONFIG or ~/.kube/config (or
+    `kubeconfig`), with its current context (or `context`), as kubectl does. Returns the
+    namespace a command without -n works in: the context's, else the pod's, else "default"."""
+    if context is None and kubeconfig is None:
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            pass
+        else:
+            try:
+                with open(_SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as stream:
+                    return stream.read().strip() or "default"
+            except OSError:
+                return "default"
     try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
+        config.load_kube_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError) as exc:
+        raise ConfigError(f"cannot use the kubeconfig: {' '.join(str(exc).split())}") from exc
+    chosen = next((item for item in contexts or [] if item.get("name") == context), None) \
+        if context else active
+    return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
 
 
 def _json(response: Any) -> Any:
@@ -219,4 +243,5 @@ def _refuse_unowned(kind: str, existing: Mapping[str, Any] | None,
         raise NotOwnedError(manifests.conflict(kind, existing, owner_uid or "") or "")
 
 
-__all__ = ["ApiException", "Cluster", "NotOwnedError", "PodAddress", "load_config"]
+__all__ = ["ApiException", "Cluster", "ConfigError", "NotOwnedError", "PodAddress",
+           "load_config"]
