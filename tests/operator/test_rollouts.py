@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sandbox import Sandbox
 from support.rollouts import deploy, eventually, healthy, phase, serving_pods
@@ -52,7 +54,18 @@ def test_a_good_canary_is_promoted_through_every_step_and_status_and_events_tell
 ])
 def test_a_bad_canary_is_rolled_back_and_status_names_the_failing_metric(
         sandbox: Sandbox, name: str, version: str, failing_metric: str) -> None:
-    deploy(sandbox, name, "v1", serving={"replicas": 2, "image": "sandbox"})
+    spec: dict[str, Any] = {"serving": {"replicas": 2, "image": "sandbox"}}
+    if version == "v3-slow":
+        # The slow model answers 30 ms late (more would stall its event loop at this traffic).
+        # Against the sandbox's 50% latency tolerance that is a regression only while stable's
+        # p90 is under 60 ms; a busy machine (the whole suite on two cores) pushes it past
+        # that, and the judge then rightly passes the canary. A 10% tolerance keeps 30 ms a
+        # regression at any p90 the suite reaches.
+        analysis = sandbox.model_deployment(name, "v1")["spec"]["analysis"]
+        analysis["metrics"] = [{**m, "tolerance": 0.1} if m["type"] == "latency" else m
+                               for m in analysis["metrics"]]
+        spec["analysis"] = analysis
+    deploy(sandbox, name, "v1", **spec)
     sandbox.set_model(name, version)
 
     status = sandbox.wait(name, phase("RolledBack"), timeout=120)
