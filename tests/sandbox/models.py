@@ -106,7 +106,10 @@ def build(directory: Path) -> dict[str, ModelFile]:
         "v4": (LogisticRegression(max_iter=500, C=0.6).fit(x, y), ()),
         "v3": (FaultyClassifier(LogisticRegression(max_iter=500)).fit(x, y),
                    (FAULTY_TYPE,)),
-        "v3-slow": (SlowClassifier(LogisticRegression(max_iter=500)).fit(x, y), (SLOW_TYPE,)),
+        # 100 ms late per call: tested at low traffic (tests/operator/test_rollouts.py), since
+        # the sleep holds the server's event loop
+        "v3-slow": (SlowClassifier(LogisticRegression(max_iter=500), delay=0.1).fit(x, y),
+                    (SLOW_TYPE,)),
         "v3-shifted": (DummyClassifier(strategy="constant", constant=0).fit(x, y), ()),
     }
     files = {}
