@@ -122,9 +122,15 @@ def test_the_serving_image_serves_a_model_as_a_non_root_user(serving_image: str,
     readable(tmp_path / "models")
     port = free_port()
     log = tmp_path / "serve.log"
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o777)  # written by the image's user
     with container(serving_image) as name:
-        uid = subprocess.run(run(name, "id", "-u"), capture_output=True, text=True,
-                             check=True).stdout.strip()
+        # through a file, not buildah's stdout: under load a `buildah run` once returned 0
+        # with its output lost
+        subprocess.run(run(name, "sh", "-c", "id -u > /out/uid",
+                           volumes=(f"{out}:/out",)), capture_output=True, check=True)
+        uid = (out / "uid").read_text().strip()
         serve = run(name, "modelgate-serve",
                     "--model-uri", "file:///models/model.skops",
                     "--model-name", "iris", "--model-version", "v1", "--sha256", digest,
