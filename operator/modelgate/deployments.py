@@ -26,3 +26,49 @@ def arm_observed(deployment: Mapping[str, Any] | None) -> ArmObserved | None:
         replicas=replicas, ready=ready, updated=updated, current=current,
         settled=seen and updated == replicas and current == replicas and ready >= replicas,
     )
+
+
+WAITING_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+                             "CrashLoopBackOff", "CreateContainerConfigError",
+                             "CreateContainerError", "RunContainerError"})
+"""A container's waiting reasons that say it cannot start as it is (not "ContainerCreating")."""
+
+
+def pod_problem(pod: Mapping[str, Any]) -> str | None:
+    """Why a pod is not ready, in the words of its status; None if it is ready (or nothing
+    says why). For a crash loop, the last line of the container's termination message, which
+    the pod template's terminationMessagePolicy FallbackToLogsOnError fills from its log."""
+    metadata = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    name = metadata.get("name", "?")
+    conditions = {c.get("type"): c for c in status.get("conditions") or []
+                  if isinstance(c, Mapping)}
+    if (conditions.get("Ready") or {}).get("status") == "True":
+        return None
+    scheduled = conditions.get("PodScheduled") or {}
+    if scheduled.get("status") == "False":
+        return _sentence(f"pod {name} is Pending", scheduled.get("reason"),
+                         scheduled.get("message"))
+    for container in status.get("containerStatuses") or []:
+        state = container.get("state") or {}
+        waiting = state.get("waiting") or {}
+        terminated = state.get("terminated") or \
+            (container.get("lastState") or {}).get("terminated") or {}
+        where = f"pod {name}, container {container.get('name', '?')}"
+        if waiting.get("reason") in WAITING_REASONS or state.get("terminated"):
+            text = _sentence(where, waiting.get("reason") or terminated.get("reason"),
+                             waiting.get("message"))
+            if terminated:
+                lines = [line for line in str(terminated.get("message") or "").splitlines()
+                         if line.strip()]
+                text += f" (exit code {terminated.get('exitCode', '?')}"
+                text += f"; last log line: {lines[-1].strip()[:300]})" if lines else ")"
+            return text
+    if status.get("phase") == "Pending":
+        return f"pod {name} is Pending"
+    return f"pod {name} is running but not ready (its readiness probe fails)"
+
+
+def _sentence(subject: str, reason: Any, message: Any) -> str:
+    text = f"{subject}: {reason or 'not ready'}"
+    return f"{text}: {' '.join(str(message).split())[:300]}" if message else text
