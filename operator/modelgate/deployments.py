@@ -52,18 +52,15 @@ def pod_problem(pod: Mapping[str, Any]) -> str | None:
     for container in status.get("containerStatuses") or []:
         state = container.get("state") or {}
         waiting = state.get("waiting") or {}
-        terminated = state.get("terminated") or \
+        last = state.get("terminated") or \
             (container.get("lastState") or {}).get("terminated") or {}
         where = f"pod {name}, container {container.get('name', '?')}"
         if waiting.get("reason") in WAITING_REASONS or state.get("terminated"):
-            text = _sentence(where, waiting.get("reason") or terminated.get("reason"),
-                             waiting.get("message"))
-            if terminated:
-                lines = [line for line in str(terminated.get("message") or "").splitlines()
-                         if line.strip()]
-                text += f" (exit code {terminated.get('exitCode', '?')}"
-                text += f"; last log line: {lines[-1].strip()[:300]})" if lines else ")"
-            return text
+            return _sentence(where, waiting.get("reason") or last.get("reason"),
+                             waiting.get("message")) + _ended(last)
+        if last and container.get("restartCount"):
+            return (f"{where}: restarted {container['restartCount']} times, last "
+                    f"{last.get('reason') or 'exited'}{_ended(last)}")
     if status.get("phase") == "Pending":
         return f"pod {name} is Pending"
     return f"pod {name} is running but not ready (its readiness probe fails)"
@@ -72,3 +69,12 @@ def pod_problem(pod: Mapping[str, Any]) -> str | None:
 def _sentence(subject: str, reason: Any, message: Any) -> str:
     text = f"{subject}: {reason or 'not ready'}"
     return f"{text}: {' '.join(str(message).split())[:300]}" if message else text
+
+
+def _ended(terminated: Mapping[str, Any]) -> str:
+    """" (exit code N; last log line: ...)" of a container that ended; "" if none did."""
+    if not terminated:
+        return ""
+    lines = [line for line in str(terminated.get("message") or "").splitlines() if line.strip()]
+    text = f" (exit code {terminated.get('exitCode', '?')}"
+    return text + (f"; last log line: {lines[-1].strip()[:300]})" if lines else ")")
