@@ -424,9 +424,10 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         if request.subresource is not None or request.namespace is None:
             return None
         kind = self._kinds[request.resource][0]
-        configmap = self.objects.get((CONFIGMAP, request.namespace, REFUSALS_CONFIGMAP))
-        if configmap is None or configmap.deleted:
+        key = (CONFIGMAP, request.namespace, REFUSALS_CONFIGMAP)
+        if key not in self.objects or self.objects[key].deleted:
             return None
+        configmap = self.objects[key]
         for rule in refusals(configmap.raw):
             if rule.matches(kind, verb, name):
                 body = rule.status(self._qualified(request), name)
@@ -742,8 +743,7 @@ def _invalid(qualified_kind: str, obj: Mapping[str, Any],
     texts = [str(error) for error in unique]
     name = (obj.get("metadata") or {}).get("name", "")
     listed = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
-    group = qualified_kind.split(".", 1)[1]
-    kind = qualified_kind.split(".", 1)[0]
+    kind, _, group = qualified_kind.partition(".")  # a core kind has no group
     return aiohttp.web.json_response({
         "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
         "message": f'{qualified_kind} "{name}" is invalid: {listed}', "reason": "Invalid",
