@@ -136,7 +136,8 @@ def test_a_crash_looping_canary_is_rolled_back_at_its_deadline_with_the_last_log
     assert status["history"][-1]["outcome"] == "RolledBack"
     # within its deadline: rolled back a few ticks after the 30 s ran out, not later
     started = next(e for e in events(kubectl, "crashy") if e["reason"] == "RolloutStarted")
-    rolled = next(e for e in events(kubectl, "crashy") if e["reason"] == "RolledBack")
+    rolled = wait_for("the RolledBack Event (posted right after the status)", lambda: next(
+        (e for e in events(kubectl, "crashy") if e["reason"] == "RolledBack"), None), 30)
     assert "CrashingClassifier" in rolled["message"]
     assert rolled["type"] == "Warning"
     waited = _seconds(rolled["lastTimestamp"]) - _seconds(started["lastTimestamp"])
@@ -223,7 +224,8 @@ def test_a_refused_write_shows_in_status_and_events_and_an_abort_still_removes_t
     assert status["history"][-1]["outcome"] == "Aborted"
     wait_for("the canary Deployment to go", lambda: not kubectl(
         "get", "deploy", "guarded-canary", "--ignore-not-found", "-o", "name").stdout)
-    posted = [e for e in events(kubectl, "guarded") if e["reason"] == "WriteRefused"]
+    posted = wait_for("the WriteRefused Event", lambda: [
+        e for e in events(kubectl, "guarded") if e["reason"] == "WriteRefused"], 30)
     assert [e["message"] for e in posted] == [expected]
     assert posted[0]["type"] == "Warning"
 
