@@ -252,7 +252,7 @@ th, td { text-align: left; padding: 0.3rem 0.4rem; border-bottom: 1px solid var(
 .note, .message, #updated { color: #6e7781; font-size: 0.9rem; }
 #updated.stale { color: var(--bad); }
 .steps li.current { font-weight: 700; } .steps li.done { color: #6e7781; }
-.metrics { display: grid; grid-template-columns: repeat(auto-fill, minmax(16rem, 1fr));
+.metrics { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 20rem), 1fr));
   gap: 0.6rem; }
 .metric { border: 1px solid var(--line); border-radius: 0.4rem; padding: 0.5rem; }
 .metric dl { display: grid; grid-template-columns: auto 1fr; gap: 0 0.6rem; margin: 0.3rem 0 0; }
