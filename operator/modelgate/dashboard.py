@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ADDRESS = "127.0.0.1"
 DEFAULT_PORT = 8090
+_NONCE = web.RequestKey("nonce", str)
+"""The nonce of a page's own style and script (its Content-Security-Policy allows those)."""
 _NAME = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
 """A Kubernetes object or namespace name (DNS-1123); other paths are 404."""
 
@@ -369,7 +371,7 @@ class Dashboard:
 
     def _page(self, request: web.Request, title: str, fragment: str, api: str) -> web.Response:
         nonce = secrets.token_urlsafe(16)
-        request["nonce"] = nonce
+        request[_NONCE] = nonce
         return web.Response(text=page(title, fragment, api, self.interval, self._updated(),
                                       nonce), content_type="text/html")
 
@@ -430,7 +432,7 @@ async def _headers(request: web.Request,
                    handler: Callable[[web.Request], Any]) -> web.StreamResponse:
     """Nothing but this server's own page, style, script and images; no framing."""
     response: web.StreamResponse = await handler(request)
-    nonce = request.get("nonce")
+    nonce = request.get(_NONCE)
     sources = f"'nonce-{nonce}'" if nonce else "'none'"
     response.headers["Content-Security-Policy"] = (
         f"default-src 'none'; script-src {sources}; style-src {sources}; img-src 'self'; "

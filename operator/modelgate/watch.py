@@ -411,8 +411,12 @@ def record(story: plot.Story, body: Mapping[str, Any], seen: set[Any]) -> bool:
     key = (analysis.get("time"), analysis.get("elapsedSeconds"))
     if not analysis.get("metrics") or key in seen:
         return False
-    seen.add(key)
     canary = current.get("canary") or {}
+    if _before(analysis.get("time"), canary.get("startedAt")):
+        # the last analysis of the rollout before this canary's: status keeps it until
+        # this one's first
+        return False
+    seen.add(key)
     t = float(analysis.get("elapsedSeconds") or 0)
     if story.looks and story.looks[-1].t == t:
         # the same look rewritten (the final status keeps it): keep the last
@@ -421,6 +425,16 @@ def record(story: plot.Story, body: Mapping[str, Any], seen: set[Any]) -> bool:
         t=t, metrics=analysis["metrics"], weight=canary.get("weight"),
         desired_weight=canary.get("desiredWeight"), step=canary.get("stepIndex")))
     return True
+
+
+def _before(stamp: Any, start: Any) -> bool:
+    """True when the time `stamp` is known to come before `start` (both RFC 3339)."""
+    try:
+        return bool(stamp and start) and (
+            datetime.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+            < datetime.datetime.fromisoformat(str(start).replace("Z", "+00:00")))
+    except ValueError:
+        return False
 
 
 def conclude(story: plot.Story, body: Mapping[str, Any]) -> None:

@@ -10,6 +10,7 @@ device metrics for a phone's width and full-page screenshots.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -24,8 +25,9 @@ from typing import Any
 import pytest
 import websocket
 
-CHROMIUM = next((found for name in ("chromium", "chromium-browser")
-                 if (found := shutil.which(name))), None)
+CHROMIUM = os.environ.get("MODELGATE_CHROMIUM") or next(
+    (found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
+"""Debian's chromium (Ubuntu calls it chromium-browser); MODELGATE_CHROMIUM names another."""
 
 
 def require_chromium() -> str:
@@ -147,10 +149,8 @@ class Chromium:
         process group: the renderers it started)."""
         socket = getattr(self, "socket", None)
         if socket is not None:
-            try:
+            with contextlib.suppress(OSError, websocket.WebSocketException, BrowserError):
                 self.call("Browser.close")
-            except (OSError, websocket.WebSocketException, BrowserError):
-                pass
             socket.close()
         try:
             self.process.wait(timeout=20)
