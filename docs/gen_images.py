@@ -3,11 +3,11 @@
     PYTHONPATH=tests python docs/gen_images.py
 
 Starts a sandbox of its own (`sandbox.serve up` in a temporary directory) and `modelgate
-dashboard` on it, deploys the iris example v1, rolls out v2 (promoted), then the broken v3 (it
-fails about a third of its requests), and draws v3's decision with `modelgate plot` into
-docs/images/decision-plot.png; then a headless Chromium (tests/support/browser.py) takes
-docs/images/dashboard.png, the dashboard's page of that ModelDeployment. Stops the browser,
-the dashboard and the sandbox whatever happens.
+dashboard` on it, deploys the iris example v1, rolls out v2 and draws that rollout's decision
+(promoted) with `modelgate plot` into docs/images/decision-plot.png, then rolls out the broken
+v3 (it fails about a third of its requests, and is rolled back); a headless Chromium
+(tests/support/browser.py) then takes docs/images/dashboard.png, the dashboard's page of that
+ModelDeployment. Stops the browser, the dashboard and the sandbox whatever happens.
 """
 
 from __future__ import annotations
@@ -59,20 +59,18 @@ def main() -> int:
         run(kubectl, "wait", "md/iris", "--for=jsonpath={.status.phase}=Healthy",
             "--timeout=300s")
         run(kubectl, "apply", "-f", str(examples / "iris-v2.yaml"))
-        run(kubectl, "wait", "md/iris", "--for=jsonpath={.status.stable.version}=v2",
-            "--timeout=300s")
-        run(kubectl, "wait", "md/iris", "--for=jsonpath={.status.phase}=Healthy",
-            "--timeout=300s")
-        run(kubectl, "apply", "-f", str(examples / "iris-v3.yaml"))
         IMAGES.mkdir(parents=True, exist_ok=True)
         plotted = subprocess.run([str(BIN / "modelgate"), "plot", "iris", "-o",
                                   str(IMAGES / "decision-plot.png"), "--interval", "0.5",
                                   "--timeout", "600"], env=env, check=False,
                                  capture_output=True, text=True)
         print(plotted.stdout.strip())
-        if plotted.returncode != 1:  # v3 is rolled back
+        if plotted.returncode != 0:  # v2 is promoted
             print(plotted.stderr, file=sys.stderr)
             return 1
+        run(kubectl, "apply", "-f", str(examples / "iris-v3.yaml"))
+        run(kubectl, "wait", "md/iris", "--for=jsonpath={.status.phase}=RolledBack",
+            "--timeout=300s")
         screenshot(page, workdir / "browser")
         return 0
     finally:

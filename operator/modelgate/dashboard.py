@@ -249,6 +249,8 @@ th, td { text-align: left; padding: 0.3rem 0.4rem; border-bottom: 1px solid var(
   vertical-align: top; }
 .badge { display: inline-block; padding: 0 0.45rem; border-radius: 0.6rem; color: #fff;
   background: #6e7781; font-size: 0.85rem; font-weight: 600; }
+.badge, th { white-space: nowrap; overflow-wrap: normal; }
+#history td:nth-child(-n+3) { white-space: nowrap; }
 .badge.ok { background: var(--ok); } .badge.bad { background: var(--bad); }
 .badge.busy { background: var(--busy); } .badge.warn { background: var(--warn); }
 .note, .message, #updated { color: #6e7781; font-size: 0.9rem; }
@@ -263,7 +265,7 @@ img { max-width: 100%; height: auto; border: 1px solid var(--line); background: 
 @media (max-width: 40rem) {
   #history thead { display: none; }
   #history tr { display: block; border-bottom: 1px solid var(--line); padding: 0.3rem 0; }
-  #history td { display: inline; border: 0; padding: 0 0.3rem 0 0; }
+  #history td { display: inline; border: 0; padding: 0 0.3rem 0 0; white-space: normal; }
   #history td:last-child { display: block; }
 }
 """
