@@ -1,5 +1,5 @@
 """The operator serves the read-only dashboard when MODELGATE_OPERATOR_DASHBOARD_PORT asks
-(the page itself is tested in a browser in tests/kubectl/test_dashboard.py)."""
+(the page itself is tested in a browser in tests/kubectl/test_dashboard_in_chromium.py)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,10 @@ import yaml
 from support.browser import CHROMIUM, Chromium, require_chromium
 from support.kubectl import Kubectl
 
-pytestmark = [pytest.mark.kubectl, pytest.mark.xdist_group("kubectl")]
+# its own group (its own sandbox in `make test`): a rollout long enough to be a critical path
+# beside the other kubectl tests, and test_undeploy.py removes every ModelDeployment of its
+# sandbox
+pytestmark = [pytest.mark.kubectl, pytest.mark.xdist_group("kubectl-dashboard")]
 
 NAME = "dashed"
 BIN = Path(sys.executable).parent

@@ -1,5 +1,6 @@
 """The dashboard's logic and routes, in process: what it records of a rollout, what it renders
-(escaped), and that it only reads (its browser tests are tests/kubectl/test_dashboard.py)."""
+(escaped), and that it only reads (its browser tests are in
+tests/kubectl/test_dashboard_in_chromium.py)."""
 
 from __future__ import annotations
 
