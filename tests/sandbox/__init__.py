@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from support.processes import stop_group
 
 from sandbox.emulator import EmulatedCluster
 from sandbox.models import ModelFile, build, iris_rows
@@ -88,7 +89,8 @@ class Sandbox:
 
     # --- the operator ------------------------------------------------------------------------
 
-    def start_operator(self) -> None:
+    def start_operator(self, **settings: str) -> None:
+        """`modelgate run` on the sandbox; `settings` adds MODELGATE_OPERATOR_* variables."""
         assert self.cluster is not None
         self.metrics_port, self.health_port = _free_port(), _free_port()
         env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig),
@@ -97,7 +99,7 @@ class Sandbox:
                "MODELGATE_OPERATOR_METRICS_PORT": str(self.metrics_port),
                "MODELGATE_OPERATOR_HEALTH_PORT": str(self.health_port),
                "MODELGATE_OPERATOR_NAMESPACES": NAMESPACE,
-               "MODELGATE_OPERATOR_STANDALONE": "true"}
+               "MODELGATE_OPERATOR_STANDALONE": "true", **settings}
         log = self.operator_log.open("ab")
         self.operator = subprocess.Popen([str(BIN / "modelgate"), "run"], env=env, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
@@ -110,12 +112,8 @@ class Sandbox:
         self.operator = None
 
     def stop_operator(self) -> None:
-        if self.operator is not None and self.operator.poll() is None:
-            os.killpg(self.operator.pid, signal.SIGTERM)
-            try:
-                self.operator.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.operator.pid, signal.SIGKILL)
+        if self.operator is not None:
+            stop_group(self.operator)
         self.operator = None
 
     # --- traffic -----------------------------------------------------------------------------
