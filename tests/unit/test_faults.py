@@ -327,3 +327,30 @@ def test_another_status_write_landing_mid_tick_is_decided_from_not_overwritten()
     history = result.status["history"]
     assert [entry["outcome"] for entry in history] == ["Aborted"]  # once, not twice
     assert "RolledBack" not in cluster.events  # the other writer's decision, not ours
+
+
+# --- the sandbox refuses what a cluster refuses --------------------------------------------------
+
+def test_the_sandbox_admission_refuses_a_service_name_and_what_its_configmap_declares() -> None:
+    from sandbox.admission import core_name_errors, refusals
+
+    assert core_name_errors("Service", "iris") == []
+    assert core_name_errors("Deployment", "iris.v2") == []  # a DNS subdomain will do there
+    (error,) = core_name_errors("Service", "iris.v2")
+    assert str(error).startswith('metadata.name: Invalid value: "iris.v2": a DNS-1035 label')
+
+    rules = refusals({"data": {
+        "webhook": "{kind: Deployment, name: iris-stable, verbs: [patch], message: frozen}",
+        "policy": "{kind: Service, verbs: [create], code: 422, message: no services}",
+        "broken": "[not a rule"}})
+    webhook, policy = rules
+    assert webhook.matches("Deployment", "patch", "iris-stable")
+    assert not webhook.matches("Deployment", "delete", "iris-stable")
+    assert not webhook.matches("Deployment", "patch", "iris-canary")
+    assert webhook.status("deployments.apps", "iris-stable")["message"] == (
+        'admission webhook "refusals.sandbox.modelgate.dev" denied the request: frozen')
+    assert policy.matches("Service", "create", "anything")
+    answer = policy.status("services", "iris")
+    assert answer["code"] == 422
+    assert answer["reason"] == "Invalid"
+    assert answer["message"].startswith('services "iris" is forbidden: ValidatingAdmissionPolicy')
