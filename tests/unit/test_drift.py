@@ -1,6 +1,6 @@
 """Drift: the fields of a child that the operator owns, compared with what it writes, and who
 changed them (metadata.managedFields). The sandbox shows the same through real kubectl
-(tests/kubectl/test_drift.py)."""
+(tests/operator/test_owned_children.py)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ def test_each_owned_field_someone_changes_is_named() -> None:
     assert found["spec.replicas"].describe() == "spec.replicas was 5, restored to 2"
     # an env value is never quoted (it may be a secret), only named
     said = " ".join(change.describe() for change in found.values())
-    assert "s3cret" not in said and "leaked" not in said
+    assert "s3cret" not in said
+    assert "leaked" not in said
     assert found["spec.template.spec.containers[server].env[EXTRA]"].how == "added"
     assert found["spec.template.spec.containers[server].livenessProbe"].how == "removed"
 
@@ -106,7 +107,8 @@ def test_the_manager_that_owns_a_changed_field_is_named() -> None:
 def test_a_tick_restores_a_drifted_deployment_and_says_who_did_it() -> None:
     cluster = FakeCluster(body())
     first = reconcile(cluster, OperatorSettings(), body(), now=5000.0)
-    assert "DriftCorrected" not in cluster.events and first.status is not None
+    assert "DriftCorrected" not in cluster.events
+    assert first.status is not None
     stored = cluster.deployments[("ml", "iris-stable")]
     stored["spec"]["replicas"] = 7
     stored["metadata"]["managedFields"] = [
