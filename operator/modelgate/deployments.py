@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelgate.api import parse_quantity
-from modelgate.core.manifests import MODEL_HASH
+from modelgate.core.manifests import MODEL_HASH, SERVING_HASH
 from modelgate.core.state import ArmObserved
 
 
@@ -27,6 +27,7 @@ def arm_observed(deployment: Mapping[str, Any] | None) -> ArmObserved | None:
     seen = int(status.get("observedGeneration", 0) or 0) >= int(metadata.get("generation", 0) or 0)
     return ArmObserved(
         model_hash=(metadata.get("annotations") or {}).get(MODEL_HASH),
+        serving_hash=(metadata.get("annotations") or {}).get(SERVING_HASH),
         replicas=replicas, ready=ready, updated=updated, current=current,
         settled=seen and updated == replicas and current == replicas and ready >= replicas,
     )

@@ -223,7 +223,8 @@ def _ensure_children(cluster: ClusterCalls, spec: ModelDeploymentSpec, body: Map
             if child is not None:
                 cluster.delete_deployment(child, owner.uid)
         else:
-            wanted = manifests.deployment(spec, owner, role, plan.model, plan.replicas)
+            wanted = manifests.deployment(spec, owner, role, plan.model, plan.replicas,
+                                          plan.serving)
             event = _drift_event("Deployment", wanted, existing[role])
             cluster.ensure_deployment(wanted, existing[role], force=event is not None)
             events.extend([event] if event else [])

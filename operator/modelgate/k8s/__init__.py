@@ -31,6 +31,9 @@ class PodAddress:
     name: str
     role: str
     ip: str
+    port: int | None = None
+    """The serving container's `http` port as the pod declares it (each arm may run its own
+    spec.serving.port while a serving change is canaried); None if it declares none."""
 
 
 class ConfigError(Exception):
@@ -231,8 +234,17 @@ class Cluster:
                         for condition in status.get("conditions") or [])
             if ready and status.get("podIP") and role in (manifests.STABLE, manifests.CANARY) \
                     and not metadata.get("deletionTimestamp"):
-                result.append(PodAddress(name=metadata["name"], role=role, ip=status["podIP"]))
+                result.append(PodAddress(name=metadata["name"], role=role, ip=status["podIP"],
+                                         port=_http_port(pod)))
         return result
+
+
+def _http_port(pod: Mapping[str, Any]) -> int | None:
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            if port.get("name") == "http" and isinstance(port.get("containerPort"), int):
+                return int(port["containerPort"])
+    return None
 
 
 class NotOwnedError(Exception):
