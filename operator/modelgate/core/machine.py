@@ -265,8 +265,9 @@ class _Tick:
                           r.serving_hash in (None, target_serving)), None)
         if rejection is not None and retry is None:
             self.report(Phase.ROLLED_BACK, (
-                f"{self.what(target, self.spec.serving)} was rolled back ({rejection.reason}); version "
-                f"{stable.model.version} serves all traffic. Change spec.model or run "
+                f"{self.what(target, self.spec.serving)} was rolled back ({rejection.reason}); "
+                f"version {stable.model.version} serves all traffic. Change spec.model (or "
+                f"spec.serving) or run "
                 f"`modelgate retry {self.spec.name}` to try it again"),
                 self.previous_stalled_reason("RolledBack", ("RolledBack", "Aborted")))
             return
