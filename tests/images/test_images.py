@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from sandbox.emulator import EmulatedCluster
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from support import images
+from support.processes import stop_group
 from support.serving import free_port, save_skops
 
 _MISSING = [tool for tool in ("buildah", "debootstrap") if shutil.which(tool) is None]
@@ -82,13 +82,7 @@ def background(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
+        stop_group(process, grace=15)
 
 
 def poll(check: Any, timeout: float, what: str, log: Path) -> Any:

@@ -22,7 +22,9 @@ from support.tapes import Arm, make_tape
 
 from modelgate import control_annotations
 
-pytestmark = [pytest.mark.kubectl, pytest.mark.xdist_group("kubectl")]
+# its own group: the rollout it watches is the longest test, and beside the other kubectl tests
+# on one worker it was the suite's critical path
+pytestmark = [pytest.mark.kubectl, pytest.mark.xdist_group("kubectl-watch")]
 
 NAME = "watched"
 TMUX = shutil.which("tmux")

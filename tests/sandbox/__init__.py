@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from support.processes import stop_group
 
 from sandbox.emulator import EmulatedCluster
 from sandbox.models import ModelFile, build, iris_rows
@@ -110,12 +111,8 @@ class Sandbox:
         self.operator = None
 
     def stop_operator(self) -> None:
-        if self.operator is not None and self.operator.poll() is None:
-            os.killpg(self.operator.pid, signal.SIGTERM)
-            try:
-                self.operator.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.operator.pid, signal.SIGKILL)
+        if self.operator is not None:
+            stop_group(self.operator)
         self.operator = None
 
     # --- traffic -----------------------------------------------------------------------------

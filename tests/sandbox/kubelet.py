@@ -24,7 +24,6 @@ import itertools
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from typing import Any
 
 import requests
 from kubernetes import client
+from support.processes import stop_group
 
 MERGE = "application/merge-patch+json"
 SERVE = str(Path(sys.executable).with_name("modelgate-serve"))
@@ -277,13 +277,7 @@ class Kubelet:
 
     @staticmethod
     def _kill(pod: PodProcess) -> None:
-        if pod.process.poll() is None:
-            os.killpg(pod.process.pid, signal.SIGTERM)
-            try:
-                pod.process.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(pod.process.pid, signal.SIGKILL)
-                pod.process.wait(5)
+        stop_group(pod.process, grace=5)
 
     def ready_endpoints(self, selector: dict[str, str]) -> list[tuple[str, int, str]]:
         """(ip, port, pod) of ready pods whose labels match, as kube-proxy would route."""

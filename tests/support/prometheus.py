@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -30,6 +28,7 @@ from typing import Any
 
 import requests
 import yaml
+from support.processes import stop_group
 
 PROMETHEUS = shutil.which("prometheus")
 SCRAPE_INTERVAL = "1s"
@@ -152,13 +151,7 @@ class Prometheus:
         """SIGTERM by PID (SIGKILL if it lingers); storage stays for a restart."""
         if self.process is None:
             return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
+        stop_group(self.process, grace=15)
         self.process = None
 
     def close(self) -> None:
