@@ -37,12 +37,14 @@ def arm_observed(deployment: Mapping[str, Any] | None) -> ArmObserved | None:
 
 _LIST_KEYS: dict[str, tuple[str, ...]] = {
     "containers": ("name",), "env": ("name",), "volumes": ("name",),
-    "volumeMounts": ("mountPath",), "ports": ("containerPort", "protocol")}
-"""Lists modelgate writes whose items have an identity (the API's merge keys): compared item
-by item, an item that is missing or extra being a change."""
+    "volumeMounts": ("mountPath",), "ports": ("containerPort", "port", "protocol")}
+"""Lists modelgate writes whose items have an identity (the API's merge keys; a container's
+ports by containerPort, a Service's by port): compared item by item, an item that is missing
+or extra being a change."""
 
-_WHOLE = {"resources", "requests", "limits"}
-"""Maps compared whole: a key someone added (a limit modelgate does not set) is a change."""
+_WHOLE = {"resources", "requests", "limits", "selector"}
+"""Maps compared whole: a key someone added (a limit modelgate does not set, a label the
+Service's selector should not require) is a change."""
 
 _SAFE_TO_SHOW = {"replicas", "image", "imagePullPolicy", "workers"}
 """Fields whose values an Event may quote; every other one is named only (an env value may
@@ -86,9 +88,10 @@ def drift(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> list[Ch
     """The fields of a child (a Deployment or the Service) that modelgate writes and that the
     live object shows otherwise: our labels and annotations, and the whole spec as we write
     it (replicas, strategy, the pod template's labels, annotations, security settings,
-    volumes and containers: image, env, resources, ports, probes, mounts), except the
-    immutable selector. Fields the API server defaults and fields nobody asked modelgate to
-    set (another annotation, a node selector) are not ours and never a change.
+    volumes and containers: image, env, resources, ports, probes, mounts; a Service's
+    selector and ports), except a Deployment's immutable selector. Fields the API server
+    defaults and fields nobody asked modelgate to set (another annotation, a node selector)
+    are not ours and never a change.
 
     Only meaningful when `live` was last written from `desired` (the same applied hash):
     otherwise the difference is a planned update, not drift."""
@@ -99,8 +102,9 @@ def drift(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> list[Ch
     for key in ("labels", "annotations"):
         _compare(metadata.get(key) or {}, live_metadata.get(key) or {}, ("metadata", key),
                  changes)
+    immutable = ("selector",) if desired.get("kind") == "Deployment" else ()
     spec = {key: value for key, value in (desired.get("spec") or {}).items()
-            if key != "selector"}
+            if key not in immutable}
     _compare(spec, live.get("spec") or {}, ("spec",), changes)
     return changes
 
@@ -114,7 +118,8 @@ def _compare(want: Any, found: Any, path: tuple[PathElement, ...],
             return
         for key, value in want.items():
             if key not in found:
-                if value not in ({}, [], None):
+                # the API server omits empty values (an env variable's value "")
+                if value not in ({}, [], None, ""):
                     changes.append(Change((*path, key), "removed", value, None))
                 continue
             _compare(value, found[key], (*path, key), changes)

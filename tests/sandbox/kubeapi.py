@@ -410,9 +410,10 @@ _BOOKKEEPING = {("apiVersion",), ("kind",), ("metadata", "managedFields"),
 
 _LIST_KEYS = {"containers": ("name",), "initContainers": ("name",), "env": ("name",),
               "volumes": ("name",), "volumeMounts": ("mountPath",),
-              "ports": ("containerPort", "protocol"), "imagePullSecrets": ("name",)}
+              "ports": ("containerPort", "port", "protocol"), "imagePullSecrets": ("name",)}
 """The associative lists of the core kinds the sandbox serves and their merge keys (the
-`x-kubernetes-list-map-keys` of the API server's OpenAPI): each item is owned field by field
+`x-kubernetes-list-map-keys` of the API server's OpenAPI; a container's ports are keyed by
+containerPort and protocol, a Service's by port and protocol): each item is owned field by field
 under `k:{"key":value}`, as a real server's managedFields show. Other lists are atomic."""
 
 

@@ -52,6 +52,24 @@ def container(obj: dict[str, Any]) -> dict[str, Any]:
 
 def test_server_defaults_canonical_quantities_and_others_fields_are_not_drift() -> None:
     assert drift(wanted(), live()) == []
+    # an empty env value is omitted from what the API server returns
+    empty = live(env=[{"name": "EMPTY", "value": ""}])
+    variable = next(e for e in container(empty)["env"] if e["name"] == "EMPTY")
+    del variable["value"]
+    assert drift(wanted(env=[{"name": "EMPTY", "value": ""}]), empty) == []
+
+
+def test_a_service_edited_by_someone_is_drift() -> None:
+    spec = api.parse(body())
+    owner = manifests.Owner(name="iris", namespace="ml", uid="u1")
+    service = manifests.service(spec, owner)
+    edited: dict[str, Any] = json.loads(json.dumps(service))
+    edited["spec"]["clusterIP"] = "10.0.0.1"  # the server's: not ours
+    assert drift(service, edited) == []
+    edited["spec"]["ports"][0]["port"] = 8080
+    edited["spec"]["selector"]["extra"] = "x"
+    assert {change.field() for change in drift(service, edited)} == {
+        "spec.ports[80,TCP]", "spec.ports[8080,TCP]", "spec.selector.extra"}
 
 
 def test_each_owned_field_someone_changes_is_named() -> None:

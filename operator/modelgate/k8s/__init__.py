@@ -217,7 +217,10 @@ class Cluster:
             self._call("patch", self.core.patch_namespaced_service, name, namespace,
                        {"metadata": {key: body["metadata"][key] for key in
                                      ("labels", "annotations", "ownerReferences")},
-                        "spec": {key: body["spec"][key] for key in ("selector", "ports")}},
+                        "spec": {"ports": body["spec"]["ports"], "selector": {
+                            # a merge patch merges maps: a key someone added is removed by null
+                            **dict.fromkeys((existing.get("spec") or {}).get("selector") or {}),
+                            **body["spec"]["selector"]}}},
                        _content_type=MERGE_PATCH, field_manager=deployments.FIELD_MANAGER)
 
     def ready_pods(self, namespace: str, name: str) -> list[PodAddress]:
