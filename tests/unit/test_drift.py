@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from prometheus_client import REGISTRY
 from support.cluster import FakeCluster
 
 from modelgate import api
@@ -139,6 +140,8 @@ def test_a_tick_restores_a_drifted_deployment_and_says_who_did_it() -> None:
     assert "by hpa-controller (through the scale subresource): spec.replicas was 7, " \
         "restored to 2" in event.message
     assert cluster.deployments[("ml", "iris-stable")]["spec"]["replicas"] == 2
+    assert REGISTRY.get_sample_value("modelgate_operator_drift_corrected_total",
+                                     {"namespace": "ml", "name": "iris"}) == 1
     # a planned change (the spec's replicas) is an update, not drift
     third = reconcile(cluster, OperatorSettings(), body(replicas=3), now=5002.0)
     assert [e for e in third.events if e.reason == "DriftCorrected"] == []
