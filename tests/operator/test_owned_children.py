@@ -1,7 +1,7 @@
 """The operator owns its children: what real kubectl changes in fields it writes (`kubectl
-scale`, `kubectl set image`, `kubectl patch` of a serving Deployment) is restored within two
-ticks, with a DriftCorrected Event naming the field and the field manager that changed it,
-as the API server's metadata.managedFields record it."""
+scale`, `kubectl set image`, `kubectl patch`, `kubectl edit` of a serving Deployment) is
+restored within two ticks, with a DriftCorrected Event naming the field and the field
+manager that changed it, as the API server's metadata.managedFields record it."""
 
 from __future__ import annotations
 
@@ -73,6 +73,14 @@ def test_kubectl_changes_to_a_serving_deployment_are_restored_and_attributed(
     assert "by kubectl-patch: " in message
     assert "spec.template.spec.containers[server].env[DEBUG] was added" in message
     assert "spec.template.spec.containers[server].resources.limits was added" in message
+
+    # `kubectl edit`, with an editor that changes the strategy and nothing else
+    editor = Kubectl({**kubectl.env, "KUBE_EDITOR": "sed -i -e 's/maxSurge: 1$/maxSurge: 3/'"})
+    editor("edit", "-n", NAMESPACE, f"deployment/{stable}")
+    sandbox.wait_ticks(2)
+    assert sandbox.deployments()[stable]["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 1
+    assert "by kubectl-edit: spec.strategy.rollingUpdate.maxSurge was changed" in \
+        _corrections(sandbox, name)[-1]
 
     # the operator's own writes are its field manager's, so they are never taken for drift
     entries = sandbox.deployments()[stable]["metadata"]["managedFields"]
