@@ -53,15 +53,15 @@ class ClusterCalls(Protocol):
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
-    def ensure_deployment(self, body: Mapping[str, Any],
-                          existing: Mapping[str, Any] | None) -> None: ...
+    def ensure_deployment(self, body: Mapping[str, Any], existing: Mapping[str, Any] | None,
+                          *, force: bool = False) -> None: ...
 
     def delete_deployment(self, existing: Mapping[str, Any], owner_uid: str) -> None: ...
 
     def get_service(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
-    def ensure_service(self, body: Mapping[str, Any],
-                       existing: Mapping[str, Any] | None) -> None: ...
+    def ensure_service(self, body: Mapping[str, Any], existing: Mapping[str, Any] | None,
+                       *, force: bool = False) -> None: ...
 
     def serving_pods(self, namespace: str, name: str) -> ServingPods: ...
 
@@ -149,10 +149,12 @@ def _reconcile_once(cluster: ClusterCalls, settings: OperatorSettings, body: Map
         assert pods is not None
         observed = replace(observed, scrape=_scrape(provider, spec, state, body, pods, now))
     decision = machine.decide(spec, state, observed, now)
-    refusals = _ensure_children(cluster, spec, body, decision, existing, existing_service)
+    refusals, corrected = _ensure_children(cluster, spec, body, decision, existing,
+                                           existing_service)
     decision = machine.note_refused_writes(decision, refusals, now, observed.generation)
-    _count(decision.events, namespace, name)
-    return _write(cluster, body, decision.state, decision.record, now, decision.events)
+    events = (*decision.events, *corrected)
+    _count(events, namespace, name)
+    return _write(cluster, body, decision.state, decision.record, now, events)
 
 
 def _waits_for_pods(state: RolloutState, observed: Observed) -> bool:
@@ -245,30 +247,39 @@ def _scrape(provider: MetricProvider, spec: ModelDeploymentSpec, state: RolloutS
 
 def _ensure_children(cluster: ClusterCalls, spec: ModelDeploymentSpec, body: Mapping[str, Any],
                      decision: Decision, existing: Children,
-                     existing_service: Mapping[str, Any] | None) -> list[str]:
+                     existing_service: Mapping[str, Any] | None
+                     ) -> tuple[list[str], tuple[Event, ...]]:
     """The Service, and each arm's Deployment as the decision plans it (or none). Each write
     stands alone: one the server refuses (REFUSED) is returned, in words naming the object,
     the verb and the server's message, and the others still go ahead (a refused stable patch
-    does not keep a rollback from removing the canary)."""
+    does not keep a rollback from removing the canary). A child someone else changed in
+    fields the operator owns is written back; the Events returned say what was changed, by
+    whom, and that it was restored."""
     metadata = body.get("metadata") or {}
     namespace = str(metadata.get("namespace") or "default")
     name = str(metadata.get("name"))
     owner = manifests.Owner(name=name, namespace=namespace, uid=str(metadata.get("uid")))
     refusals: list[str] = []
+    events: list[Event] = []
 
-    def attempt(kind: str, child_name: str, verb: str, write: Any, *args: Any) -> None:
+    def attempt(kind: str, child_name: str, verb: str, write: Any, *args: Any,
+                **kwargs: Any) -> bool:
         try:
-            write(*args)
+            write(*args, **kwargs)
         except ApiException as exc:
             if exc.status not in REFUSED:
                 raise
             refusals.append(f"{verb} {kind} {namespace}/{child_name} was refused by the API "
                             f"server ({exc.status} {exc.reason}): {_server_message(exc)}")
+            return False
+        return True
 
-    service = manifests.service(spec, owner)
-    attempt("Service", service["metadata"]["name"],
-            "create" if existing_service is None else "patch", cluster.ensure_service,
-            service, existing_service)
+    wanted_service = manifests.service(spec, owner)
+    event = _drift_event("Service", wanted_service, existing_service)
+    if attempt("Service", wanted_service["metadata"]["name"],
+               "create" if existing_service is None else "patch", cluster.ensure_service,
+               wanted_service, existing_service, force=event is not None) and event:
+        events.append(event)
     for role, plan in ((manifests.STABLE, decision.stable), (manifests.CANARY, decision.canary)):
         child_name = manifests.deployment_name(name, role)
         if plan is None:
@@ -277,11 +288,15 @@ def _ensure_children(cluster: ClusterCalls, spec: ModelDeploymentSpec, body: Map
                 attempt("Deployment", child_name, "delete", cluster.delete_deployment, child,
                         owner.uid)
         else:
-            attempt("Deployment", child_name, "create" if existing[role] is None else "patch",
-                    cluster.ensure_deployment,
-                    manifests.deployment(spec, owner, role, plan.model, plan.replicas),
-                    existing[role])
-    return refusals
+            wanted = manifests.deployment(spec, owner, role, plan.model, plan.replicas,
+                                          plan.serving)
+            event = _drift_event("Deployment", wanted, existing[role])
+            if attempt("Deployment", child_name,
+                       "create" if existing[role] is None else "patch",
+                       cluster.ensure_deployment, wanted, existing[role],
+                       force=event is not None) and event:
+                events.append(event)
+    return refusals, tuple(events)
 
 
 def _server_message(exc: ApiException) -> str:
@@ -292,6 +307,26 @@ def _server_message(exc: ApiException) -> str:
         message = None
     text = str(message or exc.body or exc.reason or "")
     return " ".join(text.split())[:400]
+
+
+def _drift_event(kind: str, wanted: Mapping[str, Any],
+                 live: Mapping[str, Any] | None) -> Event | None:
+    """A DriftCorrected Event when `live`, last written as `wanted`, was changed since in
+    fields the operator owns; None when it was not (or a planned update is due anyway)."""
+    if live is None or manifests.applied_hash(live) != manifests.applied_hash(wanted):
+        return None
+    changes = deployments.drift(wanted, live)
+    if not changes:
+        return None
+    by_manager: dict[str, list[str]] = {}
+    for change in changes:
+        who = deployments.changed_by(live, change) or "an unknown writer"
+        by_manager.setdefault(who, []).append(change.describe())
+    said = "; ".join(f"by {who}: {', '.join(what)}" for who, what in by_manager.items())
+    child = (live.get("metadata") or {}).get("name")
+    return Event("DriftCorrected", f"{kind} {child} was changed outside modelgate ({said}); "
+                 "modelgate owns these fields and restored them: change the ModelDeployment's "
+                 "spec instead", warning=True)
 
 
 def _count(events: tuple[Event, ...], namespace: str, name: str) -> None:

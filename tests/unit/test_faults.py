@@ -173,10 +173,10 @@ class RefusingCluster(FakeCluster):
         self.deleted: list[str] = []
 
     def ensure_deployment(self, body: Mapping[str, Any],
-                          existing: Mapping[str, Any] | None) -> None:
+                          existing: Mapping[str, Any] | None, *, force: bool = False) -> None:
         if body["metadata"]["name"] in self.refuse:
             raise self.refuse[body["metadata"]["name"]]
-        super().ensure_deployment(body, existing)
+        super().ensure_deployment(body, existing, force=force)
 
     def delete_deployment(self, existing: Mapping[str, Any], owner_uid: str) -> None:
         self.deleted.append(existing["metadata"]["name"])
