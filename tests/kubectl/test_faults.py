@@ -1,6 +1,7 @@
 """What a real cluster does that a kind API server would not (issue 22, parts 2-4), through real
-kubectl against the sandbox: a canary whose pods never become ready is rolled back at its
-progress deadline with the cause read from its pods; a name that cannot name a Service is
+kubectl against the sandbox: a canary whose pods never become ready (a model that crashes its
+server, a serving image that cannot be pulled) is rolled back at its progress deadline with the
+cause read from its pods; a name that cannot name a Service is
 refused at apply, and the edge of the rule deploys; a write that admission refuses shows in
 status and Events, and an abort still removes the canary."""
 
@@ -144,6 +145,27 @@ def test_a_crash_looping_canary_is_rolled_back_at_its_deadline_with_the_last_log
     assert 30 - 1 <= waited <= 30 + 10, waited
     wait_for("the canary Deployment to go", lambda: not kubectl(
         "get", "deploy", "crashy-canary", "--ignore-not-found", "-o", "name").stdout)
+
+
+def test_a_canary_whose_image_cannot_be_pulled_is_rolled_back_with_the_kubelets_reason(
+        kubectl: Kubectl, example: dict[str, Any], cleanup: list[str]) -> None:
+    cleanup.append("md/badimage")
+    rollout = {"steps": [{"setWeight": 50}, {"analysis": {}}], "progressDeadline": "15s"}
+    body = deployed(kubectl, example, "badimage", rollout=rollout)
+
+    image = "registry.invalid/modelgate/serving:1"  # a serving change: canaried
+    body["spec"]["serving"] = {**body["spec"]["serving"], "image": image}
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump(body))
+    kubectl("wait", "md/badimage", "--for=jsonpath={.status.phase}=RolledBack",
+            "--timeout=120s", timeout=180)
+
+    message = kubectl.json("get", "md", "badimage")["status"]["message"]
+    assert "were not ready within the progress deadline (15s): pod badimage-canary-" \
+        in message, message
+    assert "container server: ImagePullBackOff: Back-off pulling image " \
+        f'"{image}"' in message, message
+    stable = kubectl.json("get", "deploy", "badimage-stable")
+    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == "sandbox"
 
 
 def _seconds(timestamp: str) -> float:
