@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from modelgate import api, control_annotations, deployments, status
+from modelgate import api, control_annotations, deployments, registry, registry_sync, status
 from modelgate import operator_metrics as metrics
 from modelgate.core import machine, manifests
 from modelgate.core.analysis import AnalysisRecord
@@ -112,12 +112,24 @@ def reconcile(cluster: ClusterCalls, settings: OperatorSettings, body: Mapping[s
     if conflicts:
         held = machine.decide_conflict(state, observed, conflicts, now)
         return _write(cluster, body, held.state, None, now, held.events)
+    try:
+        spec, registry_status, resolved_events = registry_sync.resolve_models(
+            settings, spec, body, now)
+    except registry.RegistryError as exc:
+        held = machine.decide_unresolved(state, observed, exc.reason, exc.message, now)
+        return _write(cluster, body, held.state, None, now, held.events)
     if machine.wants_scrape(spec, state, now):
         observed = replace(observed, scrape=_scrape(cluster, provider, spec, state, body, now))
     decision = machine.decide(spec, state, observed, now)
     _ensure_children(cluster, spec, body, decision, existing, existing_service)
-    _count(decision.events, namespace, name)
-    return _write(cluster, body, decision.state, decision.record, now, decision.events)
+    # After the children: the registry learns of a decision already acted on, and a registry
+    # that is down only leaves the write-back pending (status says so) for the next tick.
+    registry_status, written_events = registry_sync.write_back(
+        settings, spec, body, decision.state, decision.record, registry_status, now)
+    events = (*resolved_events, *decision.events, *written_events)
+    _count(events, namespace, name)
+    return _write(cluster, body, decision.state, decision.record, now, events,
+                  registry_status=registry_status)
 
 
 Children = dict[str, dict[str, Any] | None]
@@ -229,7 +241,8 @@ def _count(events: tuple[Event, ...], namespace: str, name: str) -> None:
 
 
 def _write(cluster: ClusterCalls, body: Mapping[str, Any], state: RolloutState,
-           record: AnalysisRecord | None, now: float, events: tuple[Event, ...]) -> TickResult:
+           record: AnalysisRecord | None, now: float, events: tuple[Event, ...], *,
+           registry_status: Mapping[str, Any] | None = None) -> TickResult:
     """Post the tick's Events, then write the whole status once.
 
     Events first, so that whoever sees the new status finds its Events already posted. If the
@@ -238,6 +251,8 @@ def _write(cluster: ClusterCalls, body: Mapping[str, Any], state: RolloutState,
     may post them again: Events are a record of what was decided, status is the truth)."""
     _post(cluster, body, events)
     new_status = status.status_from_state(state, record, judged_at=now)
+    if registry_status:
+        new_status["registry"] = dict(registry_status)
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
     try:
