@@ -56,7 +56,8 @@ def only_stable_serves(sandbox: Sandbox, name: str, version: str) -> None:
     """Nothing was touched: the stable pods serve `version` and there is no canary."""
     assert f"{name}-canary" not in sandbox.deployments()
     pods = serving_pods(sandbox, name)
-    assert pods and {p["metadata"]["labels"]["modelgate.dev/version"] for p in pods} == {version}
+    assert pods
+    assert {p["metadata"]["labels"]["modelgate.dev/version"] for p in pods} == {version}
 
 
 def _ticks(sandbox: Sandbox) -> int:
@@ -105,7 +106,8 @@ def test_a_registered_version_is_canaried_promoted_and_the_alias_moves_once(
     eventually(lambda: _ticks(sandbox) > 0, timeout=60, what="the restarted operator ticking")
     sandbox.wait_ticks(6)
     status = sandbox.status(name)
-    assert status["phase"] == "Healthy" and status["stable"]["version"] == "v2"
+    assert status["phase"] == "Healthy"
+    assert status["stable"]["version"] == "v2"
     assert resolved(status, "v2")["version"] == second
     assert sandbox.event_reasons(name).count("RegistryUpdated") == 1
     assert status["registry"]["writeBack"]["attempts"] == 1

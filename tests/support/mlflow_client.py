@@ -1,9 +1,9 @@
 """The real MLflow client, run by the MLflow venv's python (tests/support/mlflow_server.py).
 
-    python mlflow_client.py TRACKING_URL register NAME FILE ARTIFACT   -> {"version": "3"}
-    python mlflow_client.py TRACKING_URL get NAME VERSION              -> {"tags": ..., "aliases": ...}
-    python mlflow_client.py TRACKING_URL alias NAME ALIAS              -> {"version": "3" | null}
-    python mlflow_client.py TRACKING_URL set-alias NAME ALIAS VERSION  -> {}
+    mlflow_client.py URL register NAME FILE ARTIFACT   -> {"version": "3"}
+    mlflow_client.py URL get NAME VERSION              -> {"tags": {...}, "aliases": [...]}
+    mlflow_client.py URL alias NAME ALIAS              -> {"version": "3" | null}
+    mlflow_client.py URL set-alias NAME ALIAS VERSION  -> {}
 
 One JSON object on the last line of stdout. Not imported by the tests (their venv has no mlflow).
 """

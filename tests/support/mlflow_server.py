@@ -34,7 +34,8 @@ CLIENT = Path(__file__).with_name("mlflow_client.py")
 
 def venv() -> Path:
     """The venv holding mlflow, installed on first use (a few minutes) and reused after."""
-    directory = cache_dir() / f"mlflow-{MLFLOW_VERSION}-py{sys.version_info[0]}{sys.version_info[1]}"
+    python = f"py{sys.version_info[0]}{sys.version_info[1]}"
+    directory = cache_dir() / f"mlflow-{MLFLOW_VERSION}-{python}"
     marker = directory / ".installed"
     cache_dir().mkdir(parents=True, exist_ok=True)
     with (cache_dir() / f"mlflow-{MLFLOW_VERSION}.lock").open("w") as lock:
