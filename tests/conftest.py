@@ -1,8 +1,9 @@
 """The sandbox of `make sandbox-up` for kubectl: one for the whole session of an xdist worker
 (the tests that use it share an xdist group: "kubectl" for tests/kubectl, "kubectl-watch" for
-its one long rollout watched live, "e2e" for tests/e2e in `make test`; groups on different
-workers get a sandbox each, groups that xdist puts on one worker share it one test at a time),
-started and stopped by the make targets a user runs, and checked to leave no process behind."""
+its one long rollout watched live, "kubectl-dashboard" for the dashboard's browser tests, "e2e"
+for tests/e2e in `make test`; groups on different workers get a sandbox each, groups that
+xdist puts on one worker share it one test at a time), started and stopped by the make
+targets a user runs, and checked to leave no process behind."""
 
 from __future__ import annotations
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from modelgate import __version__, api, control, plot, replay, watch
+from modelgate import __version__, api, control, dashboard, plot, replay, watch
 from modelgate.core import resource
 from modelgate.k8s import ConfigError
 from modelgate.k8s.viewer import Viewer
@@ -125,6 +127,24 @@ def main(argv: Sequence[str] | None = None, prog: str = "modelgate") -> int:
                             help=f"with --watch: give up after this long (exit "
                             f"{watch.EXIT_TIMEOUT}); default: never")
 
+    dashboard_cmd = commands.add_parser(
+        "dashboard", help="serve a read-only web page of the rollouts (localhost)",
+        description="Serve a web page listing the namespace's ModelDeployments (-A: all) and, "
+        "for each, its steps, weights, the last analysis per metric, the decision plot of its "
+        "rollout and its history; the page updates itself. Read-only and without "
+        "authentication: it listens on 127.0.0.1 unless --address says otherwise. Plots "
+        "cover the analyses seen while it runs and need modelgate[plot].")
+    _cluster_options(dashboard_cmd, all_namespaces=True)
+    dashboard_cmd.add_argument("--address", default=dashboard.DEFAULT_ADDRESS,
+                               help=f"the address to listen on (default "
+                               f"{dashboard.DEFAULT_ADDRESS}: this machine only)")
+    dashboard_cmd.add_argument("--port", type=int, default=dashboard.DEFAULT_PORT,
+                               help=f"the port (default {dashboard.DEFAULT_PORT}; 0: any free "
+                               "port)")
+    dashboard_cmd.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
+                               help="how often to read the cluster and the page to update "
+                               "(default 2)")
+
     for verb, text in control.VERBS.items():
         command = commands.add_parser(verb, help=text, description=text + ". Sets an "
                                       "annotation (never .spec) as the field manager "
@@ -151,6 +171,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "modelgate") -> int:
             return _status(parser, args, target)
         if args.command == "plot":
             return _plot(parser, args, target)
+        if args.command == "dashboard":
+            return _dashboard(parser, args, target)
         return control.request(args.command, target, args.name, args.wait, args.output)
     except ConfigError as exc:
         print(f"{prog} {args.command}: {exc}", file=sys.stderr)
@@ -199,6 +221,44 @@ def _plot(parser: argparse.ArgumentParser, args: argparse.Namespace,
     print(f"{args.output}: {len(story.looks)} analyses, "
           f"{watch.EXIT_CODES[code]} (exit {code})")
     return code
+
+
+def _dashboard(parser: argparse.ArgumentParser, args: argparse.Namespace,
+               target: control.Target) -> int:
+    if args.all_namespaces and args.namespace:
+        parser.error("dashboard: -A shows every namespace; drop -n")
+    if args.interval <= 0:
+        parser.error("--interval must be more than 0 seconds")
+    if not 0 <= args.port <= 65535:
+        parser.error("--port must be between 0 and 65535")
+    cluster, namespace = control.connect(target)
+    listed = None if args.all_namespaces else namespace
+    board = dashboard.Dashboard(lambda: cluster.list_model_deployments(listed),
+                                interval=args.interval,
+                                where="all namespaces" if listed is None
+                                else f"namespace {listed}")
+    try:
+        asyncio.run(_serve(board, args.address, args.port))
+    except OSError as exc:
+        print(f"modelgate dashboard: cannot listen on {args.address}:{args.port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+async def _serve(board: dashboard.Dashboard, address: str, port: int) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    runner, poller, bound = await dashboard.start(board, address, port)
+    print(f"modelgate dashboard: {dashboard.url(address, bound)} ({board.where}; read-only, "
+          "no authentication; Ctrl-C stops it)", flush=True)
+    try:
+        await stopping.wait()
+    finally:
+        await dashboard.stop(runner, poller)
 
 
 def _analyze(spec_path: Path, tape_path: Path, plot_path: Path | None = None) -> int:

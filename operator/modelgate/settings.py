@@ -35,6 +35,13 @@ class OperatorSettings:
     """Port of the operator's own Prometheus metrics (default 8000; 0 turns them off)."""
     health_port: int = 8081
     """Port of the liveness endpoint /healthz (default 8081; 0 turns it off)."""
+    dashboard_port: int = 0
+    """Port of the read-only dashboard (`modelgate dashboard`'s page, served by the
+    operator); 0, the default, turns it off. It has no authentication: keep it on
+    127.0.0.1 and reach it with kubectl port-forward."""
+    dashboard_address: str = "127.0.0.1"
+    """Address the dashboard listens on (default 127.0.0.1, the pod itself: kubectl
+    port-forward reaches it, nothing else does)."""
     standalone: bool = False
     """Run without kopf peering (default false). Set true for a single replica without the
     peering CRD, as the sandbox does."""

@@ -387,31 +387,61 @@ def follow(cluster: Cluster, namespace: str, name: str, *, interval: float,
         if body is None:
             return story, EXIT_GONE
         if body:
-            current = body.get("status") or {}
-            story.declared = plot.declared_metrics(body)
-            story.steps = [words for _, words in steps(body)]
-            analysis = current.get("analysis") or {}
-            key = (analysis.get("time"), analysis.get("elapsedSeconds"))
-            if analysis.get("metrics") and key not in seen:
-                seen.add(key)
-                canary = current.get("canary") or {}
-                t = float(analysis.get("elapsedSeconds") or 0)
-                if story.looks and story.looks[-1].t == t:
-                    # the same look rewritten (the final status keeps it): keep the last
-                    story.looks.pop()
-                story.looks.append(plot.Look(
-                    t=t, metrics=analysis["metrics"], weight=canary.get("weight"),
-                    desired_weight=canary.get("desiredWeight"), step=canary.get("stepIndex")))
-                if progress is not None:
-                    print(f"{namespace}/{name}: analysis at {story.looks[-1].t:g}s: "
-                          f"{analysis.get('decision')}", file=progress, flush=True)
+            if record(story, body, seen) and progress is not None:
+                print(f"{namespace}/{name}: analysis at {story.looks[-1].t:g}s: "
+                      f"{((body.get('status') or {}).get('analysis') or {}).get('decision')}",
+                      file=progress, flush=True)
             ended = outcome(body)
             if ended is not None:
-                if story.looks:
-                    story.decision = plot.Decision(
-                        story.looks[-1].t, str(current.get("phase")),
-                        str(analysis.get("reason") or current.get("message") or ""))
+                conclude(story, body)
                 return story, ended
         if deadline is not None and clock() >= deadline:
             return story, EXIT_TIMEOUT
         time.sleep(interval)
+
+
+def record(story: plot.Story, body: Mapping[str, Any], seen: set[Any]) -> bool:
+    """Add the analysis `body`'s status holds to `story` unless `seen` has it (status keeps
+    only the last one, so a follower must look at least once per analysis); True if added.
+    Also takes the declared metrics and steps, which the spec may change."""
+    current = body.get("status") or {}
+    story.declared = plot.declared_metrics(body)
+    story.steps = [words for _, words in steps(body)]
+    analysis = current.get("analysis") or {}
+    key = (analysis.get("time"), analysis.get("elapsedSeconds"))
+    if not analysis.get("metrics") or key in seen:
+        return False
+    canary = current.get("canary") or {}
+    if _before(analysis.get("time"), canary.get("startedAt")):
+        # the last analysis of the rollout before this canary's: status keeps it until
+        # this one's first
+        return False
+    seen.add(key)
+    t = float(analysis.get("elapsedSeconds") or 0)
+    if story.looks and story.looks[-1].t == t:
+        # the same look rewritten (the final status keeps it): keep the last
+        story.looks.pop()
+    story.looks.append(plot.Look(
+        t=t, metrics=analysis["metrics"], weight=canary.get("weight"),
+        desired_weight=canary.get("desiredWeight"), step=canary.get("stepIndex")))
+    return True
+
+
+def _before(stamp: Any, start: Any) -> bool:
+    """True when the time `stamp` is known to come before `start` (both RFC 3339)."""
+    try:
+        return bool(stamp and start) and (
+            datetime.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+            < datetime.datetime.fromisoformat(str(start).replace("Z", "+00:00")))
+    except ValueError:
+        return False
+
+
+def conclude(story: plot.Story, body: Mapping[str, Any]) -> None:
+    """Mark the end of an ended rollout on `story`: the last look's time, the phase it ended
+    in and why."""
+    current = body.get("status") or {}
+    if story.looks:
+        story.decision = plot.Decision(
+            story.looks[-1].t, str(current.get("phase")),
+            str((current.get("analysis") or {}).get("reason") or current.get("message") or ""))

@@ -89,7 +89,8 @@ class Sandbox:
 
     # --- the operator ------------------------------------------------------------------------
 
-    def start_operator(self) -> None:
+    def start_operator(self, **settings: str) -> None:
+        """`modelgate run` on the sandbox; `settings` adds MODELGATE_OPERATOR_* variables."""
         assert self.cluster is not None
         self.metrics_port, self.health_port = _free_port(), _free_port()
         env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig),
@@ -98,7 +99,7 @@ class Sandbox:
                "MODELGATE_OPERATOR_METRICS_PORT": str(self.metrics_port),
                "MODELGATE_OPERATOR_HEALTH_PORT": str(self.health_port),
                "MODELGATE_OPERATOR_NAMESPACES": NAMESPACE,
-               "MODELGATE_OPERATOR_STANDALONE": "true"}
+               "MODELGATE_OPERATOR_STANDALONE": "true", **settings}
         log = self.operator_log.open("ab")
         self.operator = subprocess.Popen([str(BIN / "modelgate"), "run"], env=env, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
