@@ -4,8 +4,10 @@ write-back's bookkeeping. Against a real MLflow server: tests/operator/test_mlfl
 
 from __future__ import annotations
 
+import http.server
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -160,3 +162,33 @@ def test_a_registry_that_is_down_leaves_the_write_back_pending_with_one_event() 
     assert [event.reason for event in events] == ["RegistryWriteBackFailed"]
     second, events = registry_sync.write_back(settings, spec, body, state, None, first, 1.0)
     assert (second["writeBack"]["attempts"], events) == (2, ())
+
+
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    """A tracking server that records the Authorization header and answers 503."""
+
+    seen: ClassVar[list[str | None]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.headers.get("Authorization"))
+        self.send_response(503)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_token_is_sent_as_a_bearer_and_never_in_a_message() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        source = api.parse(resource({"uri": "models:/iris/7"})).model
+        with pytest.raises(registry.RegistryError) as raised:
+            registry.resolve(source, url, "s3cret-token", 5)
+    finally:
+        server.shutdown()
+    assert _Refusing.seen == ["Bearer s3cret-token"]
+    assert raised.value.reason == "RegistryUnavailable"
+    assert "s3cret" not in raised.value.message
