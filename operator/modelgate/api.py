@@ -510,6 +510,16 @@ def _serving(reader: _Reader, obj: Mapping[str, Any], path: str) -> ServingSpec:
     )
 
 
+def parse_serving(obj: Mapping[str, Any], path: str = "spec.serving") -> ServingSpec:
+    """A serving section on its own (as status keeps the one each arm runs with), checked as
+    spec.serving is; raises SpecError listing every problem found."""
+    reader = _Reader()
+    serving = _serving(reader, obj, path)
+    if reader.problems:
+        raise SpecError(reader.problems)
+    return serving
+
+
 def _quantities(reader: _Reader, obj: Mapping[str, Any], key: str,
                 path: str) -> dict[str, Decimal]:
     mapping = reader.mapping(obj, key, path) or {}

@@ -12,6 +12,9 @@ ROLLOUTS_PROMOTED = Counter("modelgate_operator_rollouts_promoted",
 ROLLOUTS_ROLLED_BACK = Counter("modelgate_operator_rollouts_rolled_back",
                                "Canary rollouts rolled back (by the analysis or by a person).",
                                ["namespace", "name"])
+DRIFT_CORRECTED = Counter("modelgate_operator_drift_corrected",
+                          "Children written back because someone else changed fields the "
+                          "operator owns (one per DriftCorrected Event).", ["namespace", "name"])
 ANALYSIS_SECONDS = Histogram("modelgate_operator_analysis_seconds",
                              "Time to scrape both arms and judge them, in seconds.",
                              buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
@@ -32,5 +35,6 @@ EVENT_COUNTERS = {
     "RolloutStarted": ROLLOUTS_STARTED,
     "Promoted": ROLLOUTS_PROMOTED,
     "RolledBack": ROLLOUTS_ROLLED_BACK,
+    "DriftCorrected": DRIFT_CORRECTED,
 }
 """Event reason -> the counter it bumps."""

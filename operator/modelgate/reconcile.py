@@ -52,15 +52,15 @@ class ClusterCalls(Protocol):
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
-    def ensure_deployment(self, body: Mapping[str, Any],
-                          existing: Mapping[str, Any] | None) -> None: ...
+    def ensure_deployment(self, body: Mapping[str, Any], existing: Mapping[str, Any] | None,
+                          *, force: bool = False) -> None: ...
 
     def delete_deployment(self, existing: Mapping[str, Any], owner_uid: str) -> None: ...
 
     def get_service(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
-    def ensure_service(self, body: Mapping[str, Any],
-                       existing: Mapping[str, Any] | None) -> None: ...
+    def ensure_service(self, body: Mapping[str, Any], existing: Mapping[str, Any] | None,
+                       *, force: bool = False) -> None: ...
 
     def ready_pods(self, namespace: str, name: str) -> list[PodAddress]: ...
 
@@ -121,12 +121,12 @@ def reconcile(cluster: ClusterCalls, settings: OperatorSettings, body: Mapping[s
     if machine.wants_scrape(spec, state, now):
         observed = replace(observed, scrape=_scrape(cluster, provider, spec, state, body, now))
     decision = machine.decide(spec, state, observed, now)
-    _ensure_children(cluster, spec, body, decision, existing, existing_service)
+    corrected = _ensure_children(cluster, spec, body, decision, existing, existing_service)
     # After the children: the registry learns of a decision already acted on, and a registry
     # that is down only leaves the write-back pending (status says so) for the next tick.
     registry_status, written_events = registry_sync.write_back(
         settings, spec, body, decision.state, decision.record, registry_status, now)
-    events = (*resolved_events, *decision.events, *written_events)
+    events = (*resolved_events, *decision.events, *corrected, *written_events)
     _count(events, namespace, name)
     return _write(cluster, body, decision.state, decision.record, now, events,
                   registry_status=registry_status)
@@ -215,22 +215,51 @@ def _scrape(cluster: ClusterCalls, provider: MetricProvider, spec: ModelDeployme
 
 def _ensure_children(cluster: ClusterCalls, spec: ModelDeploymentSpec, body: Mapping[str, Any],
                      decision: Decision, existing: Children,
-                     existing_service: Mapping[str, Any] | None) -> None:
-    """The Service, and each arm's Deployment as the decision plans it (or none)."""
+                     existing_service: Mapping[str, Any] | None) -> tuple[Event, ...]:
+    """The Service, and each arm's Deployment as the decision plans it (or none). A child
+    someone else changed in fields the operator owns is written back; the Events returned
+    say what was changed, by whom, and that it was restored."""
     metadata = body.get("metadata") or {}
     namespace = str(metadata.get("namespace") or "default")
     name = str(metadata.get("name"))
     owner = manifests.Owner(name=name, namespace=namespace, uid=str(metadata.get("uid")))
-    cluster.ensure_service(manifests.service(spec, owner), existing_service)
+    events: list[Event] = []
+    wanted_service = manifests.service(spec, owner)
+    event = _drift_event("Service", wanted_service, existing_service)
+    cluster.ensure_service(wanted_service, existing_service, force=event is not None)
+    events.extend([event] if event else [])
     for role, plan in ((manifests.STABLE, decision.stable), (manifests.CANARY, decision.canary)):
         if plan is None:
             child = existing[role]
             if child is not None:
                 cluster.delete_deployment(child, owner.uid)
         else:
-            cluster.ensure_deployment(
-                manifests.deployment(spec, owner, role, plan.model, plan.replicas),
-                existing[role])
+            wanted = manifests.deployment(spec, owner, role, plan.model, plan.replicas,
+                                          plan.serving)
+            event = _drift_event("Deployment", wanted, existing[role])
+            cluster.ensure_deployment(wanted, existing[role], force=event is not None)
+            events.extend([event] if event else [])
+    return tuple(events)
+
+
+def _drift_event(kind: str, wanted: Mapping[str, Any],
+                 live: Mapping[str, Any] | None) -> Event | None:
+    """A DriftCorrected Event when `live`, last written as `wanted`, was changed since in
+    fields the operator owns; None when it was not (or a planned update is due anyway)."""
+    if live is None or manifests.applied_hash(live) != manifests.applied_hash(wanted):
+        return None
+    changes = deployments.drift(wanted, live)
+    if not changes:
+        return None
+    by_manager: dict[str, list[str]] = {}
+    for change in changes:
+        who = deployments.changed_by(live, change) or "an unknown writer"
+        by_manager.setdefault(who, []).append(change.describe())
+    said = "; ".join(f"by {who}: {', '.join(what)}" for who, what in by_manager.items())
+    child = (live.get("metadata") or {}).get("name")
+    return Event("DriftCorrected", f"{kind} {child} was changed outside modelgate ({said}); "
+                 "modelgate owns these fields and restored them: change the ModelDeployment's "
+                 "spec instead", warning=True)
 
 
 def _count(events: tuple[Event, ...], namespace: str, name: str) -> None:

@@ -12,6 +12,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
+from modelgate import api
 from modelgate.core.analysis import AnalysisRecord, MetricRecord, Window
 from modelgate.core.analysis.sequential import Interval
 from modelgate.core.state import (
@@ -24,7 +25,7 @@ from modelgate.core.state import (
     RolloutState,
     StableState,
 )
-from modelgate.core.types import ModelFormat, ModelSource, Phase
+from modelgate.core.types import ModelFormat, ModelSource, Phase, ServingSpec
 
 
 def to_time(seconds: float) -> str:
@@ -58,6 +59,19 @@ def _model(data: Mapping[str, Any]) -> ModelSource:
     )
 
 
+def _serving(data: Any, path: str) -> ServingSpec | None:
+    """An arm's serving section as status keeps it; None when absent (a status written before
+    serving changes were canaried)."""
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path} is not an object")
+    try:
+        return api.parse_serving(data, path)
+    except api.SpecError as exc:
+        raise ValueError("; ".join(exc.problems)) from exc
+
+
 def state_from_status(status: Mapping[str, Any] | None) -> RolloutState:
     """The core's state from status; ValueError if status was damaged beyond reading."""
     status = status or {}
@@ -66,7 +80,9 @@ def state_from_status(status: Mapping[str, Any] | None) -> RolloutState:
         stable = None
         if stable_data and stable_data.get("version") and stable_data.get("uri"):
             stable = StableState(model=_model(stable_data),
-                                 since=from_time(stable_data.get("since")))
+                                 since=from_time(stable_data.get("since")),
+                                 serving=_serving(stable_data.get("serving"),
+                                                  "status.stable.serving"))
         canary = None
         canary_data = status.get("canary")
         if canary_data and canary_data.get("version") and canary_data.get("uri"):
@@ -85,11 +101,12 @@ def state_from_status(status: Mapping[str, Any] | None) -> RolloutState:
                 provider_errors=int(canary_data.get("providerErrors", 0)),
                 window=_window(canary_data.get("window")),
                 passed=tuple(str(name) for name in canary_data.get("passed") or ()),
+                serving=_serving(canary_data.get("serving"), "status.canary.serving"),
             )
         rejected = tuple(
             Rejection(model_hash=str(item["modelHash"]), version=str(item["version"]),
                       sha256=item.get("sha256"), reason=str(item.get("reason", "")),
-                      at=from_time(item["at"]))
+                      at=from_time(item["at"]), serving_hash=item.get("servingHash"))
             for item in status.get("rejected", []) if item.get("modelHash"))
         history = tuple(
             HistoryEntry(version=str(item["version"]), outcome=Outcome(item["outcome"]),
@@ -127,6 +144,38 @@ def _model_status(model: ModelSource) -> dict[str, Any]:
             "trustedTypes": list(model.trusted_types) or None}
 
 
+def serving_to_status(serving: ServingSpec | None) -> dict[str, Any] | None:
+    """An arm's serving section in spec.serving's own shape (replicas left out: the count
+    always comes from the current spec), so a restarted operator rebuilds the arm exactly."""
+    if serving is None:
+        return None
+    env: list[dict[str, Any]] = []
+    for variable in serving.env:
+        if variable.value_from is not None:
+            ref = variable.value_from
+            env.append({"name": variable.name, "valueFrom": {f"{ref.kind}KeyRef": {
+                "name": ref.name, "key": ref.key}}})
+        else:
+            env.append({"name": variable.name, "value": variable.value or ""})
+    resources = {key: dict(values) for key, values in (
+        ("requests", serving.resources.requests), ("limits", serving.resources.limits))
+        if values}
+    return {"image": serving.image, "imagePullPolicy": serving.image_pull_policy,
+            "port": serving.port, "workers": serving.workers, "resources": resources,
+            "env": env, "batching": {"mode": serving.batching.mode.value,
+                                     "maxBatchSize": serving.batching.max_batch_size,
+                                     "maxWait": _exact_duration(
+                                         serving.batching.max_wait_seconds)}}
+
+
+def _exact_duration(seconds: float) -> str:
+    """A duration that reads back as exactly `seconds` (whole nanoseconds, as the API reads
+    them), so an arm's serving hash survives a trip through status."""
+    nanoseconds = round(seconds * 1e9)
+    millis, rest = divmod(nanoseconds, 1_000_000)
+    return f"{millis}ms" if not rest else f"{millis}.{rest:06d}ms"
+
+
 def status_from_state(state: RolloutState, record: AnalysisRecord | None = None,
                       judged_at: float | None = None) -> dict[str, Any]:
     """The whole status to write; `record` is this tick's AnalysisRecord, if any. Fields that
@@ -150,6 +199,7 @@ def status_from_state(state: RolloutState, record: AnalysisRecord | None = None,
             "providerErrors": canary.provider_errors,
             "window": canary.window.to_json(),
             "passed": list(canary.passed),
+            "serving": serving_to_status(canary.serving),
         }
     return {
         "phase": state.phase.value,
@@ -157,10 +207,12 @@ def status_from_state(state: RolloutState, record: AnalysisRecord | None = None,
         "observedGeneration": state.observed_generation,
         "specHash": state.spec_hash,
         "stable": None if state.stable is None else {
-            **_model_status(state.stable.model), "since": to_time(state.stable.since)},
+            **_model_status(state.stable.model), "since": to_time(state.stable.since),
+            "serving": serving_to_status(state.stable.serving)},
         "canary": canary_status,
         "rejected": [{"version": r.version, "modelHash": r.model_hash, "reason": r.reason,
-                      "at": to_time(r.at), **({"sha256": r.sha256} if r.sha256 else {})}
+                      "at": to_time(r.at), **({"sha256": r.sha256} if r.sha256 else {}),
+                      **({"servingHash": r.serving_hash} if r.serving_hash else {})}
                      for r in state.rejected],
         "history": [{"version": h.version, "outcome": h.outcome.value, "reason": h.reason,
                      "at": to_time(h.at)} for h in state.history],

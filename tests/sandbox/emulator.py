@@ -208,6 +208,8 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         if request.resource is not None and request.resource in self._kinds:
             if request.subresource == "log" and request.name is not None:
                 return await self._log(request)
+            if request.subresource == "scale" and request.name is not None:
+                return await self._scale(request)
             if request.action == enums.action.CREATE:
                 return await self._create(request)
             if request.action == enums.action.UPDATE or request.method == enums.method.PUT:
@@ -549,9 +551,61 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         _, _, subresources = self._kinds[request.resource]
         return kubeapi.managed_fields(
             before, after, manager, "Apply" if apply else "Update",
-            request.subresource if request.subresource == "status" else None, _now(),
-            applied=config if apply and isinstance(config, dict) else None,
-            status_subresource="status" in subresources)
+            request.subresource if request.subresource in ("status", "scale") else None,
+            _now(), applied=config if apply and isinstance(config, dict) else None,
+            status_subresource="status" in subresources,
+            keyed=request.resource not in self._admissions)
+
+    async def _scale(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        """The scale subresource (autoscaling/v1 Scale) of a kind that has one, as `kubectl
+        scale` and autoscalers use it: a read, or a write of spec.replicas (merge or JSON
+        patch, or PUT) that the API server records for the writer under `subresource: scale`."""
+        _, _, subresources = self._kinds[request.resource]
+        if "scale" not in subresources:
+            return _status(404, "NotFound", f"the server could not find the requested "
+                           f"resource ({request.url.path})")
+        async with self._lock:
+            stored, current = self._current(request)
+            if stored is None:
+                return _status(404, "NotFound", f'{self._qualified(request)} '
+                               f'"{request.name}" not found')
+            scale = _scale_of(current)
+            if request.method == enums.method.GET:
+                return aiohttp.web.json_response(scale)
+            patch = request.data
+            try:
+                if request.method == enums.method.PUT and isinstance(patch, dict):
+                    wanted = patch
+                elif isinstance(patch, list):
+                    wanted = jsonpatch.apply_patch(copy.deepcopy(scale), patch)
+                elif isinstance(patch, dict):
+                    wanted = dict(dicts.merge_patch_dict(copy.deepcopy(scale), patch))
+                else:
+                    return _status(400, "BadRequest", "the patch is not JSON")
+            except (jsonpatch.JsonPatchTestFailed, jsonpatch.JsonPatchConflict) as exc:
+                return _status(422, "Invalid", f"the JSON patch failed: {exc}")
+            version = (wanted.get("metadata") or {}).get("resourceVersion")
+            if version and version != current["metadata"]["resourceVersion"]:
+                return _status(409, "Conflict", f'Operation cannot be fulfilled on '
+                               f'{self._qualified(request)} "{request.name}": the object has '
+                               "been modified; please apply your changes to the latest "
+                               "version and try again")
+            replicas = (wanted.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+                return _status(422, "Invalid", f"spec.replicas: Invalid value: {replicas!r}: "
+                               "must be greater than or equal to 0")
+            if replicas == (current.get("spec") or {}).get("replicas") or \
+                    request.params.get("dryRun"):
+                return aiohttp.web.json_response({**scale, "spec": {"replicas": replicas}})
+            changed = copy.deepcopy(current)
+            changed.setdefault("spec", {})["replicas"] = replicas
+            changed["metadata"]["managedFields"] = self._managed_fields(request, current,
+                                                                        changed, wanted)
+            changed["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
+            changed["metadata"]["resourceVersion"] = str(next(self._versions))
+            self._store(stored, changed)
+            await self._buses[request.resource].put({"type": "MODIFIED", "object": changed})
+        return aiohttp.web.json_response(_scale_of(changed))
 
     def _remember_apply(self, request: rendering.Request, config: Mapping[str, Any]) -> None:
         manager = request.params.get("fieldManager", "")
@@ -709,6 +763,20 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         return [json.loads(json.dumps(obj.raw)) for (res, ns, _), obj in
                 list(self.objects.items())
                 if res == resource and not obj.deleted and (namespace is None or ns == namespace)]
+
+
+def _scale_of(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """An object's autoscaling/v1 Scale, as the API server derives it."""
+    metadata = obj.get("metadata") or {}
+    labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {key: metadata[key] for key in (
+                "name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                if key in metadata},
+            "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
+            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
+                       "selector": ",".join(f"{key}={value}"
+                                            for key, value in sorted(labels.items()))}}
 
 
 def _json(obj: Any, status: int, warnings: list[str]) -> aiohttp.web.Response:

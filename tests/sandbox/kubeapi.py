@@ -408,30 +408,68 @@ _BOOKKEEPING = {("apiVersion",), ("kind",), ("metadata", "managedFields"),
                 ("metadata", "selfLink"), ("metadata", "name"), ("metadata", "namespace")}
 
 
-def _leaves(obj: Mapping[str, Any], status: bool | None) -> dict[tuple[str, ...], Any]:
+_LIST_KEYS = {"containers": ("name",), "initContainers": ("name",), "env": ("name",),
+              "volumes": ("name",), "volumeMounts": ("mountPath",),
+              "ports": ("containerPort", "port", "protocol"), "imagePullSecrets": ("name",)}
+"""The associative lists of the core kinds the sandbox serves and their merge keys (the
+`x-kubernetes-list-map-keys` of the API server's OpenAPI; a container's ports are keyed by
+containerPort and protocol, a Service's by port and protocol): each item is owned field by field
+under `k:{"key":value}`, as a real server's managedFields show. Other lists are atomic."""
+
+
+def _item_key(item: Mapping[str, Any], keys: tuple[str, ...]) -> str:
+    return "k:" + json.dumps({key: item[key] for key in keys if key in item},
+                             separators=(",", ":"), sort_keys=True)
+
+
+def _keyed_paths(value: Any, prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Like leaf_paths, with the items of associative lists (_LIST_KEYS) as maps of their own
+    under a `k:` path element; yields (path, value)."""
+    if isinstance(value, dict) and value:
+        for key, child in value.items():
+            yield from _keyed_paths(child, (*prefix, key))
+    elif isinstance(value, list) and value and prefix and prefix[-1] in _LIST_KEYS and \
+            all(isinstance(item, dict) for item in value):
+        for item in value:
+            yield from _keyed_paths(item, (*prefix, _item_key(item, _LIST_KEYS[prefix[-1]])))
+    else:
+        yield prefix, value
+
+
+def _leaves(obj: Mapping[str, Any], status: bool | None,
+            keyed: bool = False) -> dict[tuple[str, ...], Any]:
     """Each field of obj a manager can own, with its value; `status`: only status (True),
-    everything but status (False), or everything (None)."""
+    everything but status (False), or everything (None). `keyed`: associative lists are
+    owned item by item (the core kinds); otherwise every list is atomic (this project's CRD
+    declares no list-map)."""
     leaves = {}
-    for path in leaf_paths(dict(obj)):
+    if keyed:
+        walked = list(_keyed_paths(dict(obj), ()))
+    else:
+        walked = []
+        for path in leaf_paths(dict(obj)):
+            node: Any = obj
+            for key in path:
+                node = node[key]
+            walked.append((path, node))
+    for path, value in walked:
         if not path or path[:2] in _BOOKKEEPING or path[:1] in _BOOKKEEPING:
             continue
         if status is not None and (path[0] == "status") != status:
             continue
-        node: Any = obj
-        for key in path:
-            node = node[key]
-        leaves[path] = node
+        leaves[path] = value
     return leaves
 
 
 def fields_v1(paths: set[tuple[str, ...]]) -> dict[str, Any]:
     """Owned fields in the API server's FieldsV1 form (`{"f:metadata": {"f:annotations":
-    {"f:key": {}}}}`); lists are owned whole."""
+    {"f:key": {}}}}`); atomic lists are owned whole, an associative list's items under their
+    `k:` keys."""
     tree: dict[str, Any] = {}
     for path in sorted(paths):
         node = tree
         for key in path:
-            node = node.setdefault(f"f:{key}", {})
+            node = node.setdefault(key if key.startswith("k:") else f"f:{key}", {})
     return tree
 
 
@@ -450,16 +488,17 @@ def owned_paths(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> set[tu
 def managed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any], manager: str,
                    operation: str, subresource: str | None, now: str,
                    applied: Mapping[str, Any] | None = None,
-                   status_subresource: bool = True) -> list[dict[str, Any]]:
+                   status_subresource: bool = True, keyed: bool = False) -> list[dict[str, Any]]:
     """`after`'s metadata.managedFields once `manager` wrote it, as the API server keeps them
     (k8s.io/apiserver fieldmanager): an Update owns what it changed, added to what it owned;
     an Apply owns exactly its configuration; a field one manager changes leaves every other
     manager; fields that are gone leave everyone; an entry that owns nothing is dropped.
-    Entries are per (manager, operation, subresource). Lists are owned whole, and conflicts
-    between managers are not detected (the sandbox has one person applying)."""
+    Entries are per (manager, operation, subresource). Lists are owned whole (with `keyed`,
+    the core kinds' associative lists item by item), and conflicts between managers are not
+    detected (the sandbox has one person applying)."""
     scope = True if subresource == "status" else (False if status_subresource else None)
-    old = _leaves(before or {}, scope)
-    new = _leaves(after, scope)
+    old = _leaves(before or {}, scope, keyed)
+    new = _leaves(after, scope, keyed)
     changed = {path for path, value in new.items() if path not in old or old[path] != value}
     entries = [dict(entry) for entry in (before or {}).get("metadata", {}).get(
         "managedFields") or []]
@@ -476,7 +515,7 @@ def managed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any], m
         if owned:
             result.append({**entry, "fieldsV1": fields_v1(owned)})
     if operation == "Apply":
-        owned = {path for path in _leaves(dict(applied or {}), scope) if path in new}
+        owned = {path for path in _leaves(dict(applied or {}), scope, keyed) if path in new}
     else:
         previous = owned_paths((mine or {}).get("fieldsV1") or {})
         owned = {path for path in previous | changed if path in new}

@@ -29,8 +29,8 @@ class FakeCluster:
         found = self.deployments.get((namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
-    def ensure_deployment(self, body: Mapping[str, Any],
-                          existing: Mapping[str, Any] | None) -> None:
+    def ensure_deployment(self, body: Mapping[str, Any], existing: Mapping[str, Any] | None,
+                          *, force: bool = False) -> None:
         metadata = body["metadata"]
         self.deployments[(metadata["namespace"], metadata["name"])] = copy.deepcopy(dict(body))
 
@@ -42,8 +42,8 @@ class FakeCluster:
         found = self.services.get((namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
-    def ensure_service(self, body: Mapping[str, Any],
-                       existing: Mapping[str, Any] | None) -> None:
+    def ensure_service(self, body: Mapping[str, Any], existing: Mapping[str, Any] | None,
+                       *, force: bool = False) -> None:
         metadata = body["metadata"]
         self.services[(metadata["namespace"], metadata["name"])] = copy.deepcopy(dict(body))
 

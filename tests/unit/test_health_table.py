@@ -33,7 +33,7 @@ from support.health import (
 
 from modelgate import api
 from modelgate.core import machine
-from modelgate.core.manifests import model_hash
+from modelgate.core.manifests import model_hash, serving_hash
 from modelgate.core.state import (
     ArmObserved,
     CanaryState,
@@ -44,6 +44,7 @@ from modelgate.core.state import (
     RolloutState,
     StableState,
 )
+from modelgate.core.types import ServingSpec
 from modelgate.status import status_from_state
 
 NOW = 1_000_000.0
@@ -69,7 +70,8 @@ STABLE_V1 = StableState(model=V1, since=NOW - 100)
 def arm(model: Any, replicas: int, ready: int | None = None) -> ArmObserved:
     ready = replicas if ready is None else ready
     return ArmObserved(model_hash=model_hash(model), replicas=replicas, ready=ready,
-                       updated=replicas, current=replicas, settled=ready >= replicas)
+                       updated=replicas, current=replicas, settled=ready >= replicas,
+                       serving_hash=serving_hash(ServingSpec()))
 
 
 def observed(**fields: Any) -> Observed:

@@ -11,7 +11,7 @@ import pytest
 from modelgate import api
 from modelgate.core import machine
 from modelgate.core.analysis import PodScrape, Role, Sample, Window
-from modelgate.core.manifests import model_hash
+from modelgate.core.manifests import model_hash, serving_hash
 from modelgate.core.state import (
     ArmObserved,
     CanaryState,
@@ -23,7 +23,7 @@ from modelgate.core.state import (
     StableState,
 )
 from modelgate.core.steps import achieved_weight, replica_split
-from modelgate.core.types import Phase
+from modelgate.core.types import Phase, ServingSpec
 
 NOW = 1_000_000.0
 
@@ -44,7 +44,8 @@ def spec(version: str = "v2", **extra: Any) -> Any:
 def arm(model: Any, replicas: int, ready: int | None = None) -> ArmObserved:
     ready = replicas if ready is None else ready
     return ArmObserved(model_hash=model_hash(model), replicas=replicas, ready=ready,
-                       updated=replicas, current=replicas, settled=ready >= replicas)
+                       updated=replicas, current=replicas, settled=ready >= replicas,
+                       serving_hash=serving_hash(ServingSpec()))
 
 
 def observed(**fields: Any) -> Observed:

@@ -70,3 +70,45 @@ def test_an_apply_owns_its_configuration() -> None:
     assert owners(applied)["kustomize-controller", "Apply"] == {("spec", "model", "version")}
     assert ("spec", "model", "version") not in owners(applied)[
         "kubectl-client-side-apply", "Update"]
+
+
+def deployment(image: str = "serving:1", env: dict[str, str] | None = None,
+               replicas: int = 2) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "iris-stable", "namespace": "ml", "uid": "d"},
+            "spec": {"replicas": replicas, "template": {"spec": {"containers": [
+                {"name": "server", "image": image,
+                 "env": [{"name": k, "value": v} for k, v in (env or {"A": "1"}).items()]}]}}}}
+
+
+def test_core_kinds_own_associative_list_items_by_key_as_a_real_server_shows() -> None:
+    created = write(None, deployment(), "modelgate", keyed=True)
+    server = 'k:{"name":"server"}'
+    tree = created["metadata"]["managedFields"][0]["fieldsV1"]
+    assert tree["f:spec"]["f:template"]["f:spec"]["f:containers"][server]["f:env"] == {
+        'k:{"name":"A"}': {"f:name": {}, "f:value": {}}}
+    # `kubectl set image` owns the image alone; `kubectl patch` adding a variable owns it
+    imaged = write(created, deployment(image="serving:2"), "kubectl-set", keyed=True)
+    patched = write(imaged, deployment(image="serving:2", env={"A": "1", "B": "2"}),
+                    "kubectl-patch", keyed=True)
+    found = owners(patched)
+    assert found[("kubectl-set", "Update")] == {
+        ("spec", "template", "spec", "containers", server, "image")}
+    assert found[("kubectl-patch", "Update")] == {
+        ("spec", "template", "spec", "containers", server, "env", 'k:{"name":"B"}', key)
+        for key in ("name", "value")}
+    assert ("spec", "template", "spec", "containers", server, "image") not in \
+        found[("modelgate", "Update")]
+    assert owned_paths(fields_v1(found[("kubectl-patch", "Update")])) == \
+        found[("kubectl-patch", "Update")]
+
+
+def test_a_scale_write_is_recorded_under_the_scale_subresource() -> None:
+    created = write(None, deployment(), "modelgate", keyed=True)
+    scaled = copy.deepcopy(deployment(replicas=5))
+    scaled["metadata"]["managedFields"] = managed_fields(created, scaled, "kubectl", "Update",
+                                                         "scale", NOW, keyed=True)
+    (entry,) = [e for e in scaled["metadata"]["managedFields"] if e["manager"] == "kubectl"]
+    assert entry["subresource"] == "scale"
+    assert owned_paths(entry["fieldsV1"]) == {("spec", "replicas")}
+    assert ("spec", "replicas") not in owners(scaled)[("modelgate", "Update")]

@@ -26,7 +26,7 @@ from modelgate.core.analysis import (
 from modelgate.core.analysis.checks import duration_words
 from modelgate.core.analysis.observations import MODEL_INFO, REQUESTS, custom_values
 from modelgate.core.durations import format_seconds
-from modelgate.core.manifests import model_hash
+from modelgate.core.manifests import model_hash, serving_changes, serving_hash
 from modelgate.core.state import (
     ArmPlan,
     CanaryState,
@@ -47,6 +47,7 @@ from modelgate.core.types import (
     Pause,
     Phase,
     Promotion,
+    ServingSpec,
     SetWeight,
     Step,
 )
@@ -211,18 +212,45 @@ class _Tick:
                            "every child's name is free or controlled by this ModelDeployment")
         self.state = replace(self.state, observed_generation=self.observed.generation,
                              spec_hash=self.observed.spec_hash)
+        self.adopt_serving()
         if self.state.stable is None:
             self.first_deploy()
             if self.state.stable is None:
                 return
         target = self.spec.model
         canary = self.state.canary
-        if canary is not None and model_hash(canary.model) != model_hash(target):
+        if canary is not None and not self.is_target(canary.model, canary.serving):
             self.supersede(target)
         if self.state.canary is None:
             self.without_canary(target)
         if self.state.canary is not None:
             self.with_canary()
+
+    def adopt_serving(self) -> None:
+        """A status written before serving changes were canaried records no serving section:
+        both arms were built from spec.serving, so that is what they run."""
+        stable, canary = self.state.stable, self.state.canary
+        if stable is not None and stable.serving is None:
+            self.state = replace(self.state, stable=replace(stable, serving=self.spec.serving))
+        if canary is not None and canary.serving is None:
+            self.put_canary(replace(canary, serving=self.spec.serving))
+
+    def is_target(self, model: ModelSource, serving: ServingSpec | None) -> bool:
+        """Whether `model` served as `serving` is what the spec declares (replicas aside)."""
+        return model_hash(model) == model_hash(self.spec.model) and serving is not None and \
+            serving_hash(serving) == serving_hash(self.spec.serving)
+
+    def what(self, model: ModelSource, serving: ServingSpec | None) -> str:
+        """A canary in words: its version, and the serving fields it changes from stable."""
+        stable = self.state.stable
+        changed = serving_changes(stable.serving, serving) \
+            if stable is not None and stable.serving is not None and serving is not None else []
+        if not changed:
+            return f"version {model.version}"
+        fields = ", ".join(f"serving.{name}" for name in changed)
+        if stable is not None and model_hash(stable.model) == model_hash(model):
+            return f"the serving change of version {model.version} ({fields})"
+        return f"version {model.version} with a serving change ({fields})"
 
     def first_deploy(self) -> None:
         """Nothing serving yet: deploy the declared model, or the baseline when one is
@@ -230,8 +258,10 @@ class _Tick:
         initial = self.spec.baseline or self.spec.model
         observed = self.observed.stable
         if observed is not None and observed.model_hash == model_hash(initial) and (
+                observed.serving_hash == serving_hash(self.spec.serving)) and (
                 observed.settled and observed.ready >= min(self.total, 1)):
-            self.state = replace(self.state, stable=StableState(model=initial, since=self.now))
+            self.state = replace(self.state, stable=StableState(
+                model=initial, since=self.now, serving=self.spec.serving))
             how = ("as the declared baseline" if self.spec.baseline
                    else "directly: nothing served before")
             self.emit("Deployed", f"version {initial.version} deployed {how}")
@@ -245,8 +275,9 @@ class _Tick:
     def supersede(self, target: ModelSource) -> None:
         canary = self.state.canary
         assert canary is not None
-        reason = (f"the spec now declares version {target.version}, so canary "
-                  f"{canary.model.version} was removed before a decision")
+        declared = self.what(target, self.spec.serving)
+        reason = (f"the spec now declares {declared}, so the canary of "
+                  f"{self.what(canary.model, canary.serving)} was removed before a decision")
         self.history(canary.model.version, Outcome.SUPERSEDED, reason)
         self.emit("Superseded", reason)
         self.put_canary(None)
@@ -255,24 +286,28 @@ class _Tick:
         stable = self.state.stable
         assert stable is not None
         target_hash = model_hash(target)
+        target_serving = serving_hash(self.spec.serving)
         retry = self.new_request("retry")
         self.new_request("promote")  # nothing to promote: the token is spent
         self.new_request("abort")
-        if target_hash == model_hash(stable.model):
+        if self.is_target(stable.model, stable.serving):
             self.healthy()
             return
-        rejection = next((r for r in self.state.rejected if r.model_hash == target_hash), None)
+        rejection = next((r for r in self.state.rejected if r.model_hash == target_hash and
+                          r.serving_hash in (None, target_serving)), None)
         if rejection is not None and retry is None:
             self.report(Phase.ROLLED_BACK, (
-                f"version {target.version} was rolled back ({rejection.reason}); version "
-                f"{stable.model.version} serves all traffic. Change spec.model or run "
+                f"{self.what(target, self.spec.serving)} was rolled back ({rejection.reason}); "
+                f"version {stable.model.version} serves all traffic. Change spec.model (or "
+                f"spec.serving) or run "
                 f"`modelgate retry {self.spec.name}` to try it again"),
                 self.previous_stalled_reason("RolledBack", ("RolledBack", "Aborted")))
             return
         if rejection is not None:
             self.state = replace(self.state, rejected=tuple(
                 r for r in self.state.rejected if r is not rejection))
-            self.emit("Retry", f"retrying version {target.version}, as a person asked")
+            self.emit("Retry", f"retrying {self.what(target, self.spec.serving)}, as a person "
+                      "asked")
         self.start_canary(target)
 
     def healthy(self) -> None:
@@ -297,9 +332,9 @@ class _Tick:
         stable = self.state.stable
         assert stable is not None
         self.put_canary(CanaryState(model=target, started_at=self.now, step_index=0,
-                                    step_started_at=self.now))
-        message = (f"canary rollout of version {target.version} started against stable "
-                   f"{stable.model.version}")
+                                    step_started_at=self.now, serving=self.spec.serving))
+        message = (f"canary rollout of {self.what(target, self.spec.serving)} started against "
+                   f"stable {stable.model.version}")
         self.emit("RolloutStarted", message)
         self.condition("Progressing", True, "RolloutStarted", message)
 
@@ -531,10 +566,14 @@ class _Tick:
         assert canary is not None
         arm = self.observed.stable
         if arm is not None and arm.model_hash == model_hash(canary.model) and arm.settled \
+                and arm.serving_hash == serving_hash(canary.serving or self.spec.serving) \
                 and arm.replicas == self.total and arm.ready >= self.total:
             reason = "promoted: stable now serves it after a rolling update"
-            self.state = replace(self.state, stable=StableState(model=canary.model, since=self.now),
-                                 canary=None)
+            promoted = self.what(canary.model, canary.serving)
+            if promoted != f"version {canary.model.version}":
+                reason = f"promoted {promoted}: stable now serves it after a rolling update"
+            self.state = replace(self.state, stable=StableState(
+                model=canary.model, since=self.now, serving=canary.serving), canary=None)
             self.history(canary.model.version, Outcome.PROMOTED, reason)
             self.emit("Promoted", f"version {canary.model.version} is stable and serves all "
                       "traffic")
@@ -555,13 +594,18 @@ class _Tick:
         stable = self.state.stable
         assert canary is not None
         assert stable is not None
+        rejected_serving = serving_hash(canary.serving or self.spec.serving)
         rejection = Rejection(model_hash=model_hash(canary.model), version=canary.model.version,
-                              sha256=canary.model.sha256, reason=reason, at=self.now)
-        rejected = tuple(r for r in self.state.rejected if r.model_hash != rejection.model_hash)
+                              sha256=canary.model.sha256, reason=reason, at=self.now,
+                              serving_hash=rejected_serving)
+        rejected = tuple(r for r in self.state.rejected
+                         if (r.model_hash, r.serving_hash) != (rejection.model_hash,
+                                                               rejected_serving))
         self.state = replace(self.state, canary=None,
                              rejected=(*rejected, rejection)[-REJECTED_LIMIT:])
         self.history(canary.model.version, outcome, reason)
-        message = (f"version {canary.model.version} rolled back: {reason}; version "
+        what = self.what(canary.model, canary.serving)
+        message = (f"{what} rolled back: {reason}; version "
                    f"{stable.model.version} serves all traffic")
         self.emit("RolledBack", message, warning=True)
         self.report(Phase.ROLLED_BACK, message, outcome.value)
@@ -573,18 +617,23 @@ class _Tick:
 
     def plans(self) -> tuple[ArmPlan | None, ArmPlan | None]:
         state = self.state
+        # Each arm runs the serving configuration it was started with (status keeps both);
+        # only the replica count comes from the current spec.
         if state.stable is None:
             initial = self.spec.baseline or self.spec.model
-            return ArmPlan(initial, self.total), None
+            return ArmPlan(initial, self.total, self.spec.serving), None
+        stable_serving = state.stable.serving or self.spec.serving
         canary = state.canary
         if canary is None:
-            return ArmPlan(state.stable.model, self.total), None
-        if canary.promoting:
-            # Stable rolls to the canary's model while the canary keeps serving.
-            split = program.replica_split(self.total, canary.desired_weight)
-            return ArmPlan(canary.model, self.total), ArmPlan(canary.model, split.canary)
+            return ArmPlan(state.stable.model, self.total, stable_serving), None
+        canary_serving = canary.serving or self.spec.serving
         split = program.replica_split(self.total, canary.desired_weight)
-        return ArmPlan(state.stable.model, split.stable), ArmPlan(canary.model, split.canary)
+        if canary.promoting:
+            # Stable rolls to the canary's model and serving while the canary keeps serving.
+            return (ArmPlan(canary.model, self.total, canary_serving),
+                    ArmPlan(canary.model, split.canary, canary_serving))
+        return (ArmPlan(state.stable.model, split.stable, stable_serving),
+                ArmPlan(canary.model, split.canary, canary_serving))
 
     def finish(self) -> Decision:
         self.state = replace(self.state, conditions=summary.summarize(

@@ -8,6 +8,7 @@ child is patched only when what it should be has changed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelgate.core.resource import API_VERSION, KIND
-from modelgate.core.types import ModelDeploymentSpec, ModelSource
+from modelgate.core.types import ModelDeploymentSpec, ModelSource, ServingSpec
 
 ROLE_LABEL = "modelgate.dev/role"
 VERSION_LABEL = "modelgate.dev/version"
@@ -23,6 +24,7 @@ INSTANCE_LABEL = "app.kubernetes.io/instance"
 NAME_LABEL = "app.kubernetes.io/name"
 APPLIED_HASH = "modelgate.dev/applied-hash"
 MODEL_HASH = "modelgate.dev/model-hash"
+SERVING_HASH = "modelgate.dev/serving-hash"
 SERVER_NAME = "modelgate-serving"
 STABLE = "stable"
 CANARY = "canary"
@@ -58,6 +60,27 @@ def model_hash(model: ModelSource) -> str:
     return _digest({"version": model.version, "uri": model.uri, "sha256": model.sha256,
                     "format": model.format.value, "trusted": model.trusted,
                     "trustedTypes": list(model.trusted_types)})[:16]
+
+
+def serving_hash(serving: ServingSpec) -> str:
+    """Identity of how the pods serve a model: everything in spec.serving that goes into the
+    pod template (image, pull policy, port, workers, resources, env, batching). replicas is
+    not part of it: a different count is applied at once, without a canary."""
+    fields = {key: value for key, value in dataclasses.asdict(serving).items()
+              if key != "replicas"}
+    return _digest(fields)[:16]
+
+
+def serving_changes(before: ServingSpec, after: ServingSpec) -> list[str]:
+    """The spec.serving fields (their API names) that differ, replicas aside."""
+    return [name for field, name in _SERVING_FIELDS
+            if getattr(before, field) != getattr(after, field)]
+
+
+_SERVING_FIELDS = (("image", "image"), ("image_pull_policy", "imagePullPolicy"),
+                   ("port", "port"), ("workers", "workers"), ("resources", "resources"),
+                   ("env", "env"), ("batching", "batching"))
+"""Each pod-template field of ServingSpec and its name in spec.serving."""
 
 
 def spec_hash(spec: Mapping[str, Any]) -> str:
@@ -111,8 +134,8 @@ def _labels(spec: ModelDeploymentSpec, role: str, model: ModelSource | None) -> 
     return labels
 
 
-def _server_env(spec: ModelDeploymentSpec, model: ModelSource) -> list[dict[str, Any]]:
-    serving = spec.serving
+def _server_env(spec: ModelDeploymentSpec, model: ModelSource,
+                serving: ServingSpec) -> list[dict[str, Any]]:
     settings = {
         "MODELGATE_MODEL_URI": model.uri,
         "MODELGATE_MODEL_NAME": spec.model_name,
@@ -146,9 +169,10 @@ def _server_env(spec: ModelDeploymentSpec, model: ModelSource) -> list[dict[str,
 
 
 def deployment(spec: ModelDeploymentSpec, owner: Owner, role: str, model: ModelSource,
-               replicas: int) -> dict[str, Any]:
-    """The Deployment of one arm serving `model` with `replicas` pods."""
-    serving = spec.serving
+               replicas: int, serving: ServingSpec | None = None) -> dict[str, Any]:
+    """The Deployment of one arm serving `model` with `replicas` pods, configured by
+    `serving` (the arm's own serving section; spec.serving when not given)."""
+    serving = serving or spec.serving
     labels = _labels(spec, role, model)
     probe = {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 2,
              "timeoutSeconds": 2, "failureThreshold": 2}
@@ -157,7 +181,7 @@ def deployment(spec: ModelDeploymentSpec, owner: Owner, role: str, model: ModelS
         "image": serving.image,
         "imagePullPolicy": serving.image_pull_policy,
         "ports": [{"name": "http", "containerPort": serving.port, "protocol": "TCP"}],
-        "env": _server_env(spec, model),
+        "env": _server_env(spec, model, serving),
         # Loading (and downloading) a model may take a while: readiness waits for it, liveness
         # only asks whether the process answers.
         "readinessProbe": probe,
@@ -201,7 +225,7 @@ def deployment(spec: ModelDeploymentSpec, owner: Owner, role: str, model: ModelS
             },
         },
     }
-    return _stamped(body, {MODEL_HASH: model_hash(model)})
+    return _stamped(body, {MODEL_HASH: model_hash(model), SERVING_HASH: serving_hash(serving)})
 
 
 def service(spec: ModelDeploymentSpec, owner: Owner) -> dict[str, Any]:

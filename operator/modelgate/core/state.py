@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any
 
 from modelgate.core.analysis import AnalysisRecord, PodScrape, Window
-from modelgate.core.types import ModelSource, Phase
+from modelgate.core.types import ModelSource, Phase, ServingSpec
 
 
 class Outcome(str, Enum):
@@ -36,6 +36,10 @@ class StableState:
 
     model: ModelSource
     since: float
+    serving: ServingSpec | None = None
+    """How stable's pods serve it (spec.serving when it became stable; its replicas are not
+    used). None only in a status written before serving changes were canaried: the tick then
+    takes the current spec.serving, which is what stable was built from."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,9 @@ class CanaryState:
     window: Window = field(default_factory=Window)
     passed: tuple[str, ...] = ()
     """Metrics that passed at some look of this analysis (a pass stands; see judge)."""
+    serving: ServingSpec | None = None
+    """How the canary's pods serve the model (spec.serving when it started); None only in
+    a status written before serving changes were canaried."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,9 @@ class Rejection:
     sha256: str | None
     reason: str
     at: float
+    serving_hash: str | None = None
+    """The serving configuration it was rejected with (manifests.serving_hash); None in a
+    status written before serving changes were canaried, and then any serving matches."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +144,8 @@ class ArmObserved:
     """Pods of any template (old ones linger during a rolling update)."""
     settled: bool
     """The controller has seen the latest template and every pod runs it and is ready."""
+    serving_hash: str | None = None
+    """How its pods serve it (manifests.serving_hash, from its annotation)."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +194,8 @@ class ArmPlan:
 
     model: ModelSource
     replicas: int
+    serving: ServingSpec | None = None
+    """The arm's serving configuration; None: spec.serving."""
 
 
 @dataclass(frozen=True)

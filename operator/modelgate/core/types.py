@@ -160,7 +160,8 @@ class Batching:
 
 @dataclass(frozen=True)
 class ServingSpec:
-    """The serving pods, stable and canary alike."""
+    """How the pods serve the model; each arm runs the one status records for it (a change
+    of any field but replicas is canaried)."""
 
     image: str = "modelgate/serving:0.1.0"
     image_pull_policy: str = "IfNotPresent"

@@ -18,7 +18,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from modelgate import control_annotations
+from modelgate import control_annotations, deployments
 from modelgate.core import manifests, resource
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -31,6 +31,9 @@ class PodAddress:
     name: str
     role: str
     ip: str
+    port: int | None = None
+    """The serving container's `http` port as the pod declares it (each arm may run its own
+    spec.serving.port while a serving change is canaried); None if it declares none."""
 
 
 class ConfigError(Exception):
@@ -160,19 +163,22 @@ class Cluster:
                 return None
             raise
 
-    def ensure_deployment(self, body: Mapping[str, Any],
-                          existing: Mapping[str, Any] | None) -> None:
-        """Create the Deployment, or patch it if what it should be has changed."""
+    def ensure_deployment(self, body: Mapping[str, Any], existing: Mapping[str, Any] | None,
+                          *, force: bool = False) -> None:
+        """Create the Deployment, or patch it if what it should be has changed (or, with
+        `force`, because someone else changed fields the operator owns)."""
         namespace = body["metadata"]["namespace"]
         _refuse_unowned("Deployment", existing, body)
         if existing is None:
-            self._call("create", self.apps.create_namespaced_deployment, namespace, dict(body))
-        elif manifests.applied_hash(existing) != manifests.applied_hash(body):
+            self._call("create", self.apps.create_namespaced_deployment, namespace, dict(body),
+                       field_manager=deployments.FIELD_MANAGER)
+        elif force or manifests.applied_hash(existing) != manifests.applied_hash(body):
             self._call("patch", self.apps.patch_namespaced_deployment,
                        body["metadata"]["name"], namespace,
                        {"metadata": {key: body["metadata"][key] for key in
                                      ("labels", "annotations", "ownerReferences")},
-                        "spec": body["spec"]}, _content_type=MERGE_PATCH)
+                        "spec": body["spec"]}, _content_type=MERGE_PATCH,
+                       field_manager=deployments.FIELD_MANAGER)
 
     def delete_deployment(self, existing: Mapping[str, Any], owner_uid: str) -> None:
         """Delete a Deployment this ModelDeployment controls, and only if it still is that one
@@ -196,21 +202,26 @@ class Cluster:
                 return None
             raise
 
-    def ensure_service(self, body: Mapping[str, Any],
-                       existing: Mapping[str, Any] | None) -> None:
-        """Create the Service, or patch it if what it should be has changed."""
+    def ensure_service(self, body: Mapping[str, Any], existing: Mapping[str, Any] | None,
+                       *, force: bool = False) -> None:
+        """Create the Service, or patch it if what it should be has changed (or, with
+        `force`, because someone else changed fields the operator owns)."""
         namespace = body["metadata"]["namespace"]
         name = body["metadata"]["name"]
         _refuse_unowned("Service", existing, body)
         if existing is None:
-            self._call("create", self.core.create_namespaced_service, namespace, dict(body))
+            self._call("create", self.core.create_namespaced_service, namespace, dict(body),
+                       field_manager=deployments.FIELD_MANAGER)
             return
-        if manifests.applied_hash(existing) != manifests.applied_hash(body):
+        if force or manifests.applied_hash(existing) != manifests.applied_hash(body):
             self._call("patch", self.core.patch_namespaced_service, name, namespace,
                        {"metadata": {key: body["metadata"][key] for key in
                                      ("labels", "annotations", "ownerReferences")},
-                        "spec": {key: body["spec"][key] for key in ("selector", "ports")}},
-                       _content_type=MERGE_PATCH)
+                        "spec": {"ports": body["spec"]["ports"], "selector": {
+                            # a merge patch merges maps: a key someone added is removed by null
+                            **dict.fromkeys((existing.get("spec") or {}).get("selector") or {}),
+                            **body["spec"]["selector"]}}},
+                       _content_type=MERGE_PATCH, field_manager=deployments.FIELD_MANAGER)
 
     def ready_pods(self, namespace: str, name: str) -> list[PodAddress]:
         """Ready serving pods of both arms, with their addresses, from the API."""
@@ -226,8 +237,17 @@ class Cluster:
                         for condition in status.get("conditions") or [])
             if ready and status.get("podIP") and role in (manifests.STABLE, manifests.CANARY) \
                     and not metadata.get("deletionTimestamp"):
-                result.append(PodAddress(name=metadata["name"], role=role, ip=status["podIP"]))
+                result.append(PodAddress(name=metadata["name"], role=role, ip=status["podIP"],
+                                         port=_http_port(pod)))
         return result
+
+
+def _http_port(pod: Mapping[str, Any]) -> int | None:
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            if port.get("name") == "http" and isinstance(port.get("containerPort"), int):
+                return int(port["containerPort"])
+    return None
 
 
 class NotOwnedError(Exception):

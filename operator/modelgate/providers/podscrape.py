@@ -101,7 +101,7 @@ class PodScrapeProvider:
     async def _scrape(self, session: aiohttp.ClientSession, gate: asyncio.Semaphore,
                       pod: PodAddress, port: int, t: float) -> PodScrape:
         host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
-        url = f"http://{host}:{port}/metrics"
+        url = f"http://{host}:{pod.port or port}/metrics"
         async with gate:
             try:
                 async with session.get(url, allow_redirects=False,
