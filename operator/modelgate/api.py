@@ -54,7 +54,14 @@ from modelgate.core.types import (
 MAX_NAME_LENGTH = 52
 """Children are named <name>-stable / <name>-canary and must fit a 63-character label."""
 
+NAME_PATTERN = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+"""A DNS-1035 label: the Service is named after the ModelDeployment, and a Service name must
+be one (the API server refuses `iris.v2` or `2iris` for a Service though it takes them for a
+ModelDeployment); the CRD has the same rule, so such a name is refused at apply."""
+
 DEFAULT_STEP_WEIGHT = 20
+DEFAULT_PROGRESS_DEADLINE_SECONDS = 600.0
+"""spec.rollout.progressDeadline's default, "10m" (a Deployment's progressDeadlineSeconds)."""
 DEFAULT_MAX_WEIGHT = 60
 RESERVED_ENV_PREFIX = "MODELGATE_"
 """The operator configures the server through MODELGATE_* variables; users may not override them."""
@@ -79,7 +86,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "spec.serving.env[*].valueFrom.secretKeyRef": _KEY_REF_FIELDS,
     "spec.serving.env[*].valueFrom.configMapKeyRef": _KEY_REF_FIELDS,
     "spec.serving.batching": ("mode", "maxBatchSize", "maxWait"),
-    "spec.rollout": ("steps", "stepWeight", "maxWeight", "interval", "promotion", "onFailure"),
+    "spec.rollout": ("steps", "stepWeight", "maxWeight", "interval", "promotion", "onFailure",
+                     "progressDeadline"),
     "spec.rollout.steps[*]": ("setWeight", "pause", "analysis"),
     "spec.rollout.steps[*].pause": ("duration",),
     "spec.rollout.steps[*].analysis": ("maxDuration",),
@@ -386,6 +394,10 @@ def _metadata(reader: _Reader, resource: Mapping[str, Any]) -> tuple[str, str | 
         reader.fail("metadata.name", f"{_show(name)} is {len(name)} characters long; at most "
                     f"{MAX_NAME_LENGTH}, because children are named <name>-stable and "
                     "<name>-canary")
+    elif name and not NAME_PATTERN.fullmatch(name):
+        reader.fail("metadata.name", f"{_show(name)} is not a DNS-1035 label (lowercase "
+                    "letters, digits and '-', starting with a letter, ending with a letter or "
+                    "digit; no '.'): the Service is named after the ModelDeployment")
     namespace = metadata.get("namespace") if isinstance(metadata.get("namespace"), str) else None
     return name, namespace
 
@@ -780,7 +792,10 @@ def _rollout(reader: _Reader, obj: Mapping[str, Any], path: str,
         steps = _steps(reader, obj, path, analysis)
     else:
         steps = _shorthand_steps(reader, obj, path, analysis)
-    return RolloutSpec(steps=steps, promotion=promotion, on_failure=on_failure)
+    deadline = reader.duration(obj, "progressDeadline", path, positive=True,
+                               default=DEFAULT_PROGRESS_DEADLINE_SECONDS)
+    return RolloutSpec(steps=steps, promotion=promotion, on_failure=on_failure,
+                       progress_deadline_seconds=deadline or DEFAULT_PROGRESS_DEADLINE_SECONDS)
 
 
 def _steps(reader: _Reader, obj: Mapping[str, Any], path: str,

@@ -33,6 +33,58 @@ def arm_observed(deployment: Mapping[str, Any] | None) -> ArmObserved | None:
     )
 
 
+WAITING_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+                             "CrashLoopBackOff", "CreateContainerConfigError",
+                             "CreateContainerError", "RunContainerError"})
+"""A container's waiting reasons that say it cannot start as it is (not "ContainerCreating")."""
+
+
+def pod_problem(pod: Mapping[str, Any]) -> str | None:
+    """Why a pod is not ready, in the words of its status; None if it is ready (or nothing
+    says why). For a crash loop, the last line of the container's termination message, which
+    the pod template's terminationMessagePolicy FallbackToLogsOnError fills from its log."""
+    metadata = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    name = metadata.get("name", "?")
+    conditions = {c.get("type"): c for c in status.get("conditions") or []
+                  if isinstance(c, Mapping)}
+    if (conditions.get("Ready") or {}).get("status") == "True":
+        return None
+    scheduled = conditions.get("PodScheduled") or {}
+    if scheduled.get("status") == "False":
+        return _sentence(f"pod {name} is Pending", scheduled.get("reason"),
+                         scheduled.get("message"))
+    for container in status.get("containerStatuses") or []:
+        state = container.get("state") or {}
+        waiting = state.get("waiting") or {}
+        last = state.get("terminated") or \
+            (container.get("lastState") or {}).get("terminated") or {}
+        where = f"pod {name}, container {container.get('name', '?')}"
+        if waiting.get("reason") in WAITING_REASONS or state.get("terminated"):
+            return _sentence(where, waiting.get("reason") or last.get("reason"),
+                             waiting.get("message")) + _ended(last)
+        if last and container.get("restartCount"):
+            return (f"{where}: restarted {container['restartCount']} times, last "
+                    f"{last.get('reason') or 'exited'}{_ended(last)}")
+    if status.get("phase") == "Pending":
+        return f"pod {name} is Pending"
+    return f"pod {name} is running but not ready (its readiness probe fails)"
+
+
+def _sentence(subject: str, reason: Any, message: Any) -> str:
+    text = f"{subject}: {reason or 'not ready'}"
+    return f"{text}: {' '.join(str(message).split())[:300]}" if message else text
+
+
+def _ended(terminated: Mapping[str, Any]) -> str:
+    """" (exit code N; last log line: ...)" of a container that ended; "" if none did."""
+    if not terminated:
+        return ""
+    lines = [line for line in str(terminated.get("message") or "").splitlines() if line.strip()]
+    text = f" (exit code {terminated.get('exitCode', '?')}"
+    return text + (f"; last log line: {lines[-1].strip()[:300]})" if lines else ")")
+
+
 # --- drift: the fields modelgate owns, as the live object shows them ---------------------------
 
 _LIST_KEYS: dict[str, tuple[str, ...]] = {

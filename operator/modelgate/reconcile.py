@@ -9,6 +9,7 @@ simply decides the same again.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -20,7 +21,7 @@ from modelgate.core import machine, manifests
 from modelgate.core.analysis import AnalysisRecord
 from modelgate.core.state import Decision, Event, Observed, RolloutState, ScrapeResult
 from modelgate.core.types import ModelDeploymentSpec, Phase
-from modelgate.k8s import ApiException, PodAddress
+from modelgate.k8s import ApiException, ServingPods
 from modelgate.providers import (
     MetricProvider,
     PrometheusAuth,
@@ -62,7 +63,7 @@ class ClusterCalls(Protocol):
     def ensure_service(self, body: Mapping[str, Any], existing: Mapping[str, Any] | None,
                        *, force: bool = False) -> None: ...
 
-    def ready_pods(self, namespace: str, name: str) -> list[PodAddress]: ...
+    def serving_pods(self, namespace: str, name: str) -> ServingPods: ...
 
     def find_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
@@ -73,9 +74,36 @@ class ClusterCalls(Protocol):
                    warning: bool = False) -> None: ...
 
 
+CONFLICT_ATTEMPTS = 3
+"""Decisions one tick makes when its status write meets 409 Conflicts: each re-reads the
+object and decides again from it; after the last, StatusConflict (the next tick goes on)."""
+
+REFUSED = frozenset({400, 403, 422})
+"""Answers to a child's write that repeating it will not change: admission (a webhook, a
+ValidatingAdmissionPolicy, OwnerReferencesPermissionEnforcement), RBAC, validation. They are
+reported in status and Events, and the tick's other writes go on; any other error (the server
+unreachable, 5xx) ends the tick, which the next one repeats."""
+
+
 def reconcile(cluster: ClusterCalls, settings: OperatorSettings, body: Mapping[str, Any],
               now: float, provider_factory: ProviderFactory = provider_for) -> TickResult:
-    """Decide one tick for `body` (a ModelDeployment), act on it and write its status."""
+    """Decide one tick for `body` (a ModelDeployment), act on it and write its status.
+
+    A status write that meets a 409 (the object changed since it was read: a person's
+    annotation, another writer's status) re-reads the object and decides again from it, so
+    the newer change is never overwritten; Events are posted only with the status that
+    records them, so a decision that was not written posts none."""
+    for attempt in range(CONFLICT_ATTEMPTS):
+        try:
+            return _reconcile_once(cluster, settings, body, now, provider_factory)
+        except StatusConflict:
+            if attempt == CONFLICT_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _reconcile_once(cluster: ClusterCalls, settings: OperatorSettings, body: Mapping[str, Any],
+                    now: float, provider_factory: ProviderFactory) -> TickResult:
     metadata = body.get("metadata") or {}
     namespace = str(metadata.get("namespace") or "default")
     name = str(metadata.get("name"))
@@ -118,10 +146,18 @@ def reconcile(cluster: ClusterCalls, settings: OperatorSettings, body: Mapping[s
     except registry.RegistryError as exc:
         held = machine.decide_unresolved(state, observed, exc.reason, exc.message, now)
         return _write(cluster, body, held.state, None, now, held.events)
-    if machine.wants_scrape(spec, state, now):
-        observed = replace(observed, scrape=_scrape(cluster, provider, spec, state, body, now))
+    scrape_due = machine.wants_scrape(spec, state, now)
+    pods = cluster.serving_pods(namespace, name) \
+        if scrape_due or _waits_for_pods(state, observed) else None
+    if pods is not None:
+        observed = replace(observed, pod_problems=pods.problems)
+    if scrape_due:
+        assert pods is not None
+        observed = replace(observed, scrape=_scrape(provider, spec, state, body, pods, now))
     decision = machine.decide(spec, state, observed, now)
-    corrected = _ensure_children(cluster, spec, body, decision, existing, existing_service)
+    refusals, corrected = _ensure_children(cluster, spec, body, decision, existing,
+                                           existing_service)
+    decision = machine.note_refused_writes(decision, refusals, now, observed.generation)
     # After the children: the registry learns of a decision already acted on, and a registry
     # that is down only leaves the write-back pending (status says so) for the next tick.
     registry_status, written_events = registry_sync.write_back(
@@ -130,6 +166,14 @@ def reconcile(cluster: ClusterCalls, settings: OperatorSettings, body: Mapping[s
     _count(events, namespace, name)
     return _write(cluster, body, decision.state, decision.record, now, events,
                   registry_status=registry_status)
+
+
+def _waits_for_pods(state: RolloutState, observed: Observed) -> bool:
+    """A canary is in flight and an arm's pods are not all ready: the tick reads why (one
+    list of pods), for the progress deadline's reason."""
+    if state.canary is None:
+        return False
+    return any(arm is not None and not arm.settled for arm in (observed.stable, observed.canary))
 
 
 Children = dict[str, dict[str, Any] | None]
@@ -193,21 +237,20 @@ def _hold_invalid_spec(cluster: ClusterCalls, body: Mapping[str, Any], state: Ro
     return _write(cluster, body, invalid.state, None, now, invalid.events)
 
 
-def _scrape(cluster: ClusterCalls, provider: MetricProvider, spec: ModelDeploymentSpec,
-            state: RolloutState, body: Mapping[str, Any], now: float) -> ScrapeResult:
+def _scrape(provider: MetricProvider, spec: ModelDeploymentSpec, state: RolloutState,
+            body: Mapping[str, Any], pods: ServingPods, now: float) -> ScrapeResult:
     """Both arms' metrics now, timed for the operator's own metrics."""
     assert state.canary is not None
     metadata = body.get("metadata") or {}
     namespace = str(metadata.get("namespace") or "default")
     name = str(metadata.get("name"))
     started = time.monotonic()
-    pods = cluster.ready_pods(namespace, name)
     target = Target(namespace=namespace, name=name,
                     stable_version=state.stable.model.version if state.stable else "",
                     canary_version=state.canary.model.version,
                     interval_seconds=spec.analysis.interval_seconds,
                     metrics=spec.analysis.metrics)
-    scrape = provider.collect(pods, spec.serving.port, now - state.canary.started_at,
+    scrape = provider.collect(pods.ready, spec.serving.port, now - state.canary.started_at,
                               target=target)
     metrics.ANALYSIS_SECONDS.observe(time.monotonic() - started)
     return scrape
@@ -215,31 +258,66 @@ def _scrape(cluster: ClusterCalls, provider: MetricProvider, spec: ModelDeployme
 
 def _ensure_children(cluster: ClusterCalls, spec: ModelDeploymentSpec, body: Mapping[str, Any],
                      decision: Decision, existing: Children,
-                     existing_service: Mapping[str, Any] | None) -> tuple[Event, ...]:
-    """The Service, and each arm's Deployment as the decision plans it (or none). A child
-    someone else changed in fields the operator owns is written back; the Events returned
-    say what was changed, by whom, and that it was restored."""
+                     existing_service: Mapping[str, Any] | None
+                     ) -> tuple[list[str], tuple[Event, ...]]:
+    """The Service, and each arm's Deployment as the decision plans it (or none). Each write
+    stands alone: one the server refuses (REFUSED) is returned, in words naming the object,
+    the verb and the server's message, and the others still go ahead (a refused stable patch
+    does not keep a rollback from removing the canary). A child someone else changed in
+    fields the operator owns is written back; the Events returned say what was changed, by
+    whom, and that it was restored."""
     metadata = body.get("metadata") or {}
     namespace = str(metadata.get("namespace") or "default")
     name = str(metadata.get("name"))
     owner = manifests.Owner(name=name, namespace=namespace, uid=str(metadata.get("uid")))
+    refusals: list[str] = []
     events: list[Event] = []
+
+    def attempt(kind: str, child_name: str, verb: str, write: Any, *args: Any,
+                **kwargs: Any) -> bool:
+        try:
+            write(*args, **kwargs)
+        except ApiException as exc:
+            if exc.status not in REFUSED:
+                raise
+            refusals.append(f"{verb} {kind} {namespace}/{child_name} was refused by the API "
+                            f"server ({exc.status} {exc.reason}): {_server_message(exc)}")
+            return False
+        return True
+
     wanted_service = manifests.service(spec, owner)
     event = _drift_event("Service", wanted_service, existing_service)
-    cluster.ensure_service(wanted_service, existing_service, force=event is not None)
-    events.extend([event] if event else [])
+    if attempt("Service", wanted_service["metadata"]["name"],
+               "create" if existing_service is None else "patch", cluster.ensure_service,
+               wanted_service, existing_service, force=event is not None) and event:
+        events.append(event)
     for role, plan in ((manifests.STABLE, decision.stable), (manifests.CANARY, decision.canary)):
+        child_name = manifests.deployment_name(name, role)
         if plan is None:
             child = existing[role]
             if child is not None:
-                cluster.delete_deployment(child, owner.uid)
+                attempt("Deployment", child_name, "delete", cluster.delete_deployment, child,
+                        owner.uid)
         else:
             wanted = manifests.deployment(spec, owner, role, plan.model, plan.replicas,
                                           plan.serving)
             event = _drift_event("Deployment", wanted, existing[role])
-            cluster.ensure_deployment(wanted, existing[role], force=event is not None)
-            events.extend([event] if event else [])
-    return tuple(events)
+            if attempt("Deployment", child_name,
+                       "create" if existing[role] is None else "patch",
+                       cluster.ensure_deployment, wanted, existing[role],
+                       force=event is not None) and event:
+                events.append(event)
+    return refusals, tuple(events)
+
+
+def _server_message(exc: ApiException) -> str:
+    """The message of the Status the server answered with (else its raw body, shortened)."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    text = str(message or exc.body or exc.reason or "")
+    return " ".join(text.split())[:400]
 
 
 def _drift_event(kind: str, wanted: Mapping[str, Any],
@@ -272,13 +350,13 @@ def _count(events: tuple[Event, ...], namespace: str, name: str) -> None:
 def _write(cluster: ClusterCalls, body: Mapping[str, Any], state: RolloutState,
            record: AnalysisRecord | None, now: float, events: tuple[Event, ...], *,
            registry_status: Mapping[str, Any] | None = None) -> TickResult:
-    """Post the tick's Events, then write the whole status once.
+    """Write the whole status once, then post the tick's Events.
 
-    Events first, so that whoever sees the new status finds its Events already posted. If the
-    object changed since it was read, the write is refused (409, StatusConflict) and the next
-    tick decides again from the newer object; the Events of the dropped tick stay posted (it
-    may post them again: Events are a record of what was decided, status is the truth)."""
-    _post(cluster, body, events)
+    The status write carries the resourceVersion the tick decided from: if the object changed
+    since it was read, it is refused (409, StatusConflict), nothing is posted, and the caller
+    decides again from the newer object. Events come after the status that records them, so a
+    decision that was dropped posts none and none is posted twice; an operator that dies
+    between the two loses that tick's Events (status, the truth, has what they said)."""
     new_status = status.status_from_state(state, record, judged_at=now)
     if registry_status:
         new_status["registry"] = dict(registry_status)
@@ -291,6 +369,7 @@ def _write(cluster: ClusterCalls, body: Mapping[str, Any], state: RolloutState,
         if exc.status == 409:
             raise StatusConflict(namespace, name) from exc
         raise
+    _post(cluster, body, events)
     for phase in Phase:
         metrics.PHASE.labels(namespace, name, phase.value).set(int(phase is state.phase))
     if record is not None:

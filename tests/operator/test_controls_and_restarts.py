@@ -53,6 +53,8 @@ def test_abort_retry_and_promote_through_the_cli(sandbox: Sandbox, name: str) ->
     retried = sandbox.cli("retry", name)
     assert retried.returncode == 0, retried.stderr
     sandbox.wait(name, _held, timeout=60, what="the retried canary at its pause")
+    eventually(lambda: sandbox.event_reasons(name).count("RolloutStarted") >= 2,
+               what="the retry's RolloutStarted Event")
     assert sandbox.event_reasons(name).count("RolloutStarted") == 2
 
     promoted = sandbox.cli("promote", name)
@@ -87,7 +89,7 @@ def test_pause_holds_the_steps_and_resume_continues(sandbox: Sandbox, name: str)
     resumed = sandbox.cli("resume", name)
     assert resumed.returncode == 0, resumed.stderr
     sandbox.wait(name, healthy("v2"), timeout=60)
-    reasons = sandbox.event_reasons(name)
+    reasons = sandbox.wait_events(name, "Paused", "Resumed", "Promoted")
     assert reasons.index("Paused") < reasons.index("Resumed") < reasons.index("Promoted")
 
 
@@ -108,7 +110,7 @@ def test_an_invalid_spec_is_degraded_while_the_stable_model_keeps_serving(
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["SpecValid"]["status"] == "False"
     assert conditions["SpecValid"]["reason"] == "InvalidSpec"
-    assert "InvalidSpec" in sandbox.event_reasons(name)
+    assert "InvalidSpec" in sandbox.wait_events(name, "InvalidSpec")
     served = sandbox.traffic[name].counts().get("v1", 0)
     eventually(lambda: sandbox.traffic[name].counts().get("v1", 0) > served + 20,
                what="v1 still answering")
@@ -120,7 +122,7 @@ def test_an_invalid_spec_is_degraded_while_the_stable_model_keeps_serving(
     sandbox.apply({**body, "spec": {**body["spec"], "analysis": {
         **analysis, "provider": {"timeout": "1s"}}}})
     sandbox.wait(name, healthy("v1"), timeout=30)
-    assert "SpecValid" in sandbox.event_reasons(name)
+    assert "SpecValid" in sandbox.wait_events(name, "SpecValid")
 
 
 def test_the_operator_killed_mid_analysis_resumes_from_its_step_without_double_promotion(
@@ -158,7 +160,7 @@ def test_the_operator_killed_mid_analysis_resumes_from_its_step_without_double_p
     sandbox.annotate(name, {"modelgate.dev/promote": "after-the-restart"})
     status = sandbox.wait(name, healthy("v2"), timeout=90)
     assert [h["outcome"] for h in status["history"] if h["version"] == "v2"] == ["Promoted"]
-    assert sandbox.event_reasons(name).count("Promoted") == 1
+    assert sandbox.wait_events(name, "Promoted").count("Promoted") == 1
     assert sandbox.event_reasons(name).count("RolloutStarted") == 1
     # no orphans: exactly the stable pods remain, as objects and as processes
     pods = eventually(lambda: (lambda pods: pods if len(pods) == 2 else None)(

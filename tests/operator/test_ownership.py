@@ -83,6 +83,6 @@ def test_an_unowned_canary_deployment_and_service_are_reported_never_touched(
     status = sandbox.wait(name, healthy("v1"), timeout=90)
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["NamesAvailable"]["status"] == "True"
-    assert "NameConflictResolved" in sandbox.event_reasons(name)
+    assert "NameConflictResolved" in sandbox.wait_events(name, "NameConflictResolved")
     service = _read(core.read_namespaced_service, name)
     assert service["ownerReferences"][0]["kind"] == "ModelDeployment"

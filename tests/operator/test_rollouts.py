@@ -33,7 +33,7 @@ def test_a_good_canary_is_promoted_through_every_step_and_status_and_events_tell
     assert conditions["Ready"]["status"] == "True"
     assert conditions["Progressing"]["status"] == "False"
     assert status["observedGeneration"] == sandbox.get(name)["metadata"]["generation"]
-    reasons = sandbox.event_reasons(name)
+    reasons = sandbox.wait_events(name, "Promoted")
     story = ["Deployed", "RolloutStarted", "StepCompleted", "StepCompleted", "StepCompleted",
              "AnalysisPassed", "StepCompleted", "Promoting", "Promoted"]
     assert [r for r in reasons if r in set(story)] == story
@@ -79,7 +79,7 @@ def test_a_bad_canary_is_rolled_back_and_status_names_the_failing_metric(
     assert status["rejected"][-1]["version"] == version
     assert status["history"][-1]["outcome"] == "RolledBack"
     assert {c["type"]: c["status"] for c in status["conditions"]}["RolledBack"] == "True"
-    assert "RolledBack" in sandbox.event_reasons(name)
+    assert "RolledBack" in sandbox.wait_events(name, "RolledBack")
     # traffic is back on stable, the canary is gone, and the version is not retried
     eventually(lambda: f"{name}-canary" not in sandbox.deployments(),
                what="the canary Deployment deleted")
@@ -110,7 +110,7 @@ def test_a_newer_spec_replaces_a_canary_in_flight_and_its_analysis_starts_over(
                           timeout=60, what="an analysis of canary v4")
     assert status["analysis"]["metrics"][0]["canary"]["samples"] < \
         first["analysis"]["metrics"][0]["canary"]["samples"] + 400
-    assert "Superseded" in sandbox.event_reasons(name)
+    assert "Superseded" in sandbox.wait_events(name, "Superseded")
 
 
 def test_low_traffic_holds_the_rollout_and_status_says_how_many_samples_are_needed(

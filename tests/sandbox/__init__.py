@@ -261,6 +261,22 @@ class Sandbox:
     def event_reasons(self, name: str) -> list[str]:
         return [event["reason"] for event in self.events(name)]
 
+    def wait_events(self, name: str, *reasons: str, timeout: float = 30) -> list[str]:
+        """The Event reasons once every one of `reasons` has been posted. A tick posts its
+        Events right after the status that records them (never before: a decision whose
+        status write was refused posts none), so a test that has just seen a status waits
+        for its Events rather than reading them at once."""
+        timeout *= TIMEOUT_SCALE
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.event_reasons(name)
+            if set(reasons) <= set(found):
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:g}s waiting for Events "
+                                     f"{', '.join(reasons)} of {name}; posted: {found}")
+            time.sleep(0.1)
+
     def deployments(self) -> dict[str, dict[str, Any]]:
         assert self.cluster is not None
         assert self.cluster.emulator is not None

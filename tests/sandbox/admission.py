@@ -29,6 +29,7 @@ from typing import Any
 
 import celpy
 import jsonschema
+import yaml
 from celpy import celtypes
 
 # field.ErrorType names as the API server puts them in a Status's causes[].reason, and the
@@ -618,3 +619,73 @@ def _cel_rules(node_schema: Mapping[str, Any], value: Any, path: str,
             reason = rule.get("reason", INVALID)
             errors.append(FieldError(reason if reason in _WORDS else INVALID, where,
                                      rule["message"], _json_type(value), "cel"))
+
+
+# --- core kinds and the admission policy a test can switch on ------------------------------
+
+_DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_DNS_1035_MESSAGE = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with "
+    "an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
+    "'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')")
+
+
+def core_name_errors(kind: str, name: str) -> list[FieldError]:
+    """What the API server's validation of a core kind says of its name: a Service's must be
+    a DNS-1035 label (at most 63 characters), whatever its namespace allows otherwise."""
+    if kind == "Service":
+        if len(name) > 63:
+            return [FieldError(INVALID, "metadata.name", "must be no more than 63 characters",
+                               name, "metadata")]
+        if not _DNS_1035.fullmatch(name):
+            return [FieldError(INVALID, "metadata.name", _DNS_1035_MESSAGE, name, "metadata")]
+    return []
+
+
+REFUSALS_CONFIGMAP = "sandbox-admission-refusals"
+"""A ConfigMap of this name in a namespace switches on admission refusals there: each data
+value is a YAML object `{kind, verbs, name?, code?, message}`, and a write of that kind (and
+name, if given) with one of those verbs is refused as a cluster's admission would refuse it:
+code 403 (the default) as a validating webhook's denial, 422 as a ValidatingAdmissionPolicy's.
+Deleting the ConfigMap switches them off. Only the sandbox has this; a real cluster has
+webhooks and policies (and refuses alike)."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    kind: str
+    verbs: tuple[str, ...]
+    message: str
+    name: str | None = None
+    code: int = 403
+
+    def matches(self, kind: str, verb: str, name: str) -> bool:
+        return kind == self.kind and verb in self.verbs and self.name in (None, name)
+
+    def status(self, qualified_resource: str, name: str) -> dict[str, Any]:
+        """The Status body the API server answers with."""
+        if self.code == 422:
+            message = (f'{qualified_resource} "{name}" is forbidden: ValidatingAdmissionPolicy '
+                       f"'sandbox-refusals' with binding 'sandbox-refusals' denied request: "
+                       f"{self.message}")
+            reason = "Invalid"
+        else:
+            message = (f'admission webhook "refusals.sandbox.modelgate.dev" denied the '
+                       f"request: {self.message}")
+            reason = "Forbidden"
+        return {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+                "message": message, "reason": reason, "code": self.code}
+
+
+def refusals(configmap: Mapping[str, Any] | None) -> list[Refusal]:
+    """The refusals a REFUSALS_CONFIGMAP declares (an unreadable entry declares none)."""
+    rules = []
+    for text in ((configmap or {}).get("data") or {}).values():
+        try:
+            rule = yaml.safe_load(text)
+            rules.append(Refusal(kind=str(rule["kind"]), verbs=tuple(rule["verbs"]),
+                                 message=str(rule.get("message") or "refused by policy"),
+                                 name=rule.get("name"), code=int(rule.get("code", 403))))
+        except (yaml.YAMLError, KeyError, TypeError, ValueError):
+            continue
+    return rules

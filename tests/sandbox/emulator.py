@@ -28,9 +28,13 @@ And what kubectl needs to drive it as a cluster (see kubeapi.py and admission.py
   owner is gone), foreground (the owner stays, with a deletionTimestamp and the
   foregroundDeletion finalizer, until its dependents are gone) and orphan.
 
-What stays unlike a real server: no RBAC or authentication, no admission webhooks, no
-validation of core kinds beyond metadata.name, no conflict detection between server-side
-apply managers, watches replay everything on reconnect.
+- a Service's name must be a DNS-1035 label (422, in the API server's words);
+- admission refusals a test switches on with a ConfigMap (admission.REFUSALS_CONFIGMAP): a
+  write of a kind, verb and name refused with 403 as a webhook's denial or 422 as a
+  ValidatingAdmissionPolicy's.
+What stays unlike a real server: no RBAC or authentication, no admission webhooks (beyond
+that switch), no validation of core kinds beyond metadata.name, no conflict detection between
+server-side apply managers, watches replay everything on reconnect.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ import yaml
 from kmock._internal import dicts, enums, k8s_dicts, parsing, rendering
 
 from sandbox import kubeapi
-from sandbox.admission import Admission, FieldError
+from sandbox.admission import REFUSALS_CONFIGMAP, Admission, FieldError, core_name_errors, refusals
 
 HISTORY_KEPT = 3
 """Versions of each object kmock keeps in memory (it would otherwise keep every one)."""
@@ -83,6 +87,7 @@ RESOURCES: dict[str, tuple[str, bool, tuple[str, ...], tuple[str, ...], tuple[st
                                                           ("status",), ("crd", "crds"), ()),
 }
 POD = kmock.resource("", "v1", "pods")
+CONFIGMAP = kmock.resource("", "v1", "configmaps")
 GC_PERIOD = 0.1
 """Seconds between passes of the garbage collector."""
 APPLY = "application/apply-patch+yaml"
@@ -399,6 +404,13 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         """Admission of a custom resource about to be stored: (object to store, None,
         warnings), or (None, error response, []). Core kinds only need a name."""
         kind, api_version, _ = self._kinds[request.resource]
+        name = str((obj.get("metadata") or {}).get("name") or "")
+        refused = self._policy_refusal(request, "create" if old is None else "patch", name)
+        if refused is not None:
+            return None, refused, []
+        if old is None and (errors := core_name_errors(kind, name)):
+            group = self._infos[request.resource]["group"]
+            return None, _invalid(f"{kind}.{group}" if group else kind, obj, errors), []
         admission = self._admissions.get(request.resource)
         if admission is None or not self.admit_custom_resources:
             return obj, None, []
@@ -419,6 +431,23 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         warnings = [] if validation == "Ignore" else \
             [f'unknown field "{path}"' for path in verdict.unknown_fields]
         return verdict.obj, None, warnings
+
+    def _policy_refusal(self, request: rendering.Request, verb: str,
+                        name: str) -> aiohttp.web.Response | None:
+        """The refusal the namespace's sandbox-admission-refusals ConfigMap declares for this
+        write (admission.REFUSALS_CONFIGMAP), if any; status subresource writes pass."""
+        if request.subresource is not None or request.namespace is None:
+            return None
+        kind = self._kinds[request.resource][0]
+        key = (CONFIGMAP, request.namespace, REFUSALS_CONFIGMAP)
+        if key not in self.objects or self.objects[key].deleted:
+            return None
+        configmap = self.objects[key]
+        for rule in refusals(configmap.raw):
+            if rule.matches(kind, verb, name):
+                body = rule.status(self._qualified(request), name)
+                return aiohttp.web.json_response(body, status=rule.code)
+        return None
 
     async def _create(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         obj = copy.deepcopy(request.data) if isinstance(request.data, dict) else {}
@@ -622,6 +651,9 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
                 return _status(404, "NotFound", f'{self._qualified(request)} '
                                f'"{request.name}" not found')
             return aiohttp.web.json_response(current)
+        refused = self._policy_refusal(request, "delete", request.name or "")
+        if refused is not None:
+            return refused
         grace = options.get("gracePeriodSeconds", request.params.get("gracePeriodSeconds"))
         async with self._lock:
             found = await self._delete_object(request.resource, request.namespace,
@@ -792,8 +824,7 @@ def _invalid(qualified_kind: str, obj: Mapping[str, Any],
     texts = [str(error) for error in unique]
     name = (obj.get("metadata") or {}).get("name", "")
     listed = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
-    group = qualified_kind.split(".", 1)[1]
-    kind = qualified_kind.split(".", 1)[0]
+    kind, _, group = qualified_kind.partition(".")  # a core kind has no group
     return aiohttp.web.json_response({
         "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
         "message": f'{qualified_kind} "{name}" is invalid: {listed}', "reason": "Invalid",

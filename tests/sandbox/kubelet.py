@@ -13,12 +13,22 @@ sandbox can: `env` values and `status.podIP` through the downward API, `$(VAR)` 
 command and args, and configMap volumes written to a directory of the pod (whose path replaces
 the mountPath in the arguments, since there is no mount namespace). Readiness comes from the
 container's httpGet readinessProbe, or, without one, from the process running, as a kubelet
-does. Images are never pulled or read.
+does. Images are never pulled or read, with one exception: an image from a registry under
+`.invalid` (a name that never resolves, RFC 2606) is one a kubelet cannot pull, and its pod stays
+Pending with the container waiting in ErrImagePull, then ImagePullBackOff.
+
+A container whose process exits is restarted after a back-off, as a kubelet does (doubling
+from CRASH_BACKOFF, at most CRASH_BACKOFF_MAX: shorter than a kubelet's 10 s and 5 min, for
+the tests): meanwhile it waits in CrashLoopBackOff, and `lastState.terminated` carries its exit
+code and, as terminationMessagePolicy FallbackToLogsOnError does, the last lines of its log.
+A pod whose requests exceed the sandbox node's allocatable (NODE_ALLOCATABLE) is never
+scheduled: Pending, PodScheduled False, reason Unschedulable, in the scheduler's words.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import itertools
 import json
@@ -27,6 +37,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +50,13 @@ MERGE = "application/merge-patch+json"
 SERVE = str(Path(sys.executable).with_name("modelgate-serve"))
 PROBE_TIMEOUT = 1.0
 """Seconds a readiness probe may take (a kubelet's default timeoutSeconds)."""
+CRASH_BACKOFF = 1.0
+CRASH_BACKOFF_MAX = 10.0
+"""Seconds before an exited container restarts: doubling from the first, capped at the second."""
+TERMINATION_MESSAGE_BYTES = 2048
+"""A kubelet's FallbackToLogsOnError keeps at most this much of the log's end (and 80 lines)."""
+NODE_ALLOCATABLE = {"cpu": 8.0, "memory": 32 * 2**30}
+"""The sandbox's one node: a pod requesting more of either is Unschedulable."""
 PROBE_FAILURES = 3
 """Failed probes in a row that make a ready pod unready (a kubelet's default
 failureThreshold): one slow answer on a busy machine does not take a pod out of service."""
@@ -51,14 +69,23 @@ class PodProcess:
     port: int
     template_hash: str
     labels: dict[str, str]
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | None
+    """None: the container never started (its image cannot be pulled, or it is unscheduled)."""
     ready: bool = False
     restarts: int = 0
+    last_exit: dict[str, Any] | None = None
+    """The container's lastState after it exited (exit code, the end of its log)."""
     failed_probes: int = 0
     env: dict[str, str] = field(default_factory=dict)
     command: list[str] = field(default_factory=list)
     probe_path: str | None = "/v2/health/ready"
     """The readinessProbe's httpGet path; None: ready while the process runs."""
+    stuck: dict[str, Any] | None = None
+    """The status of a pod that will never run (see _stuck_status); None for one that runs."""
+    restart_at: float | None = None
+    """While in CrashLoopBackOff: when the container starts again (time.monotonic())."""
+    reported: Any = None
+    """The container status last written, so that only changes are patched."""
 
 
 class Kubelet:
@@ -186,6 +213,7 @@ class Kubelet:
             command, port = [SERVE], int(ports[0]["containerPort"])
             probe_path = probe["path"] if probe else "/v2/health/ready"
         labels = dict(template["metadata"].get("labels", {}))
+        stuck = _stuck_status(container, template["spec"])
         self.core.create_namespaced_pod(self.namespace, {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": self.namespace, "labels": labels,
@@ -195,9 +223,16 @@ class Kubelet:
                              "uid": deployment["metadata"]["uid"], "controller": True}]},
             "spec": template["spec"],
         }, _preload_content=False)
+        if stuck is not None:
+            self.core.patch_namespaced_pod_status(name, self.namespace, {"status": stuck},
+                                                  _content_type=MERGE, _preload_content=False)
+            return PodProcess(name=name, ip=ip, port=port, template_hash=template_hash,
+                              labels=labels, process=None, env=env, command=command,
+                              probe_path=probe_path, stuck=stuck)
         self.core.patch_namespaced_pod_status(name, self.namespace, {"status": {
             "phase": "Running", "podIP": ip, "hostIP": "127.0.0.1",
-            "conditions": [{"type": "Ready", "status": "False"}]}},
+            "conditions": [{"type": "PodScheduled", "status": "True"},
+                           {"type": "Ready", "status": "False"}]}},
             _content_type=MERGE, _preload_content=False)
         return PodProcess(name=name, ip=ip, port=port, template_hash=template_hash,
                           labels=labels, process=self._spawn(name, env, command), env=env,
@@ -243,11 +278,32 @@ class Kubelet:
                                 start_new_session=True)
 
     def _probe(self, pod: PodProcess) -> None:
-        if pod.process.poll() is not None:  # crashed: restart it, as a kubelet would
-            pod.restarts += 1
+        if pod.stuck is not None:
+            self._still_stuck(pod)
+            return
+        assert pod.process is not None
+        if pod.restart_at is not None:  # in CrashLoopBackOff until its back-off ends
+            if time.monotonic() < pod.restart_at:
+                return
+            pod.restart_at = None
             pod.process = self._spawn(pod.name, pod.env, pod.command)
+            self._report(pod, {"running": {"startedAt": _now()}})
+            return
+        if (code := pod.process.poll()) is not None:  # exited: back off, then restart
+            pod.restarts += 1
             pod.failed_probes = PROBE_FAILURES
-        elif pod.probe_path is None:  # no readinessProbe: ready while it runs
+            pod.ready = False
+            delay = min(CRASH_BACKOFF * 2 ** (pod.restarts - 1), CRASH_BACKOFF_MAX)
+            pod.restart_at = time.monotonic() + delay
+            pod.last_exit = {"terminated": {
+                "exitCode": code, "reason": "Error" if code else "Completed",
+                "message": self._log_tail(pod.name), "finishedAt": _now()}}
+            self._report(pod, {"waiting": {
+                "reason": "CrashLoopBackOff",
+                "message": f"back-off {delay:g}s restarting failed container=server "
+                           f"pod={pod.name}_{self.namespace}"}})
+            return
+        if pod.probe_path is None:  # no readinessProbe: ready while it runs
             pod.failed_probes = 0
         else:
             try:
@@ -260,11 +316,43 @@ class Kubelet:
         ready = pod.failed_probes == 0 or (pod.ready and pod.failed_probes < PROBE_FAILURES)
         if ready != pod.ready:
             pod.ready = ready
-            self.core.patch_namespaced_pod_status(pod.name, self.namespace, {"status": {
-                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-                "containerStatuses": [{"name": "server", "ready": ready,
-                                       "restartCount": pod.restarts}]}},
-                _content_type=MERGE, _preload_content=False)
+            self._report(pod, {"running": {}})
+
+    def _report(self, pod: PodProcess, state: dict[str, Any]) -> None:
+        """The pod's Ready condition and its container's status, when they change."""
+        container = {"name": "server", "ready": pod.ready, "restartCount": pod.restarts,
+                     "state": state}
+        if pod.last_exit is not None:
+            container["lastState"] = pod.last_exit
+        if container == pod.reported:
+            return
+        pod.reported = container
+        self.core.patch_namespaced_pod_status(pod.name, self.namespace, {"status": {
+            "conditions": [{"type": "PodScheduled", "status": "True"},
+                           {"type": "Ready", "status": "True" if pod.ready else "False"}],
+            "containerStatuses": [container]}},
+            _content_type=MERGE, _preload_content=False)
+
+    def _still_stuck(self, pod: PodProcess) -> None:
+        """ErrImagePull turns into ImagePullBackOff after the first pull, as on a kubelet."""
+        assert pod.stuck is not None
+        statuses = pod.stuck.get("containerStatuses") or []
+        waiting = (statuses[0].get("state") or {}).get("waiting") if statuses else None
+        if waiting and waiting.get("reason") == "ErrImagePull":
+            image = statuses[0].get("image", "")
+            waiting.update(reason="ImagePullBackOff",
+                           message=f'Back-off pulling image "{image}"')
+            self.core.patch_namespaced_pod_status(pod.name, self.namespace,
+                                                  {"status": pod.stuck},
+                                                  _content_type=MERGE, _preload_content=False)
+
+    def _log_tail(self, name: str) -> str:
+        """The end of a container's log, as FallbackToLogsOnError puts it in its status."""
+        try:
+            data = (self.workdir / f"{name}.log").read_bytes()[-TERMINATION_MESSAGE_BYTES:]
+        except OSError:
+            return ""
+        return "\n".join(data.decode("utf-8", "replace").splitlines()[-80:])
 
     def _remove(self, pod: PodProcess) -> None:
         self._kill(pod)
@@ -277,7 +365,8 @@ class Kubelet:
 
     @staticmethod
     def _kill(pod: PodProcess) -> None:
-        stop_group(pod.process, grace=5)
+        if pod.process is not None:
+            stop_group(pod.process, grace=5)
 
     def ready_endpoints(self, selector: dict[str, str]) -> list[tuple[str, int, str]]:
         """(ip, port, pod) of ready pods whose labels match, as kube-proxy would route."""
@@ -288,3 +377,57 @@ class Kubelet:
     def all_pods(self) -> list[PodProcess]:
         return [pod for pods in list(self.pods.values()) for pod in list(pods)]
 
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _registry(image: str) -> str:
+    """The registry host of an image reference ("docker.io" when it names none)."""
+    first = image.split("/", 1)[0]
+    return first if "/" in image and ("." in first or ":" in first or first == "localhost") \
+        else "docker.io"
+
+
+def _quantity(text: Any) -> float:
+    """A resource quantity as a number (cores, or bytes)."""
+    value = str(text)
+    suffixes = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20,
+                "Gi": 2**30, "Ti": 2**40}
+    for suffix in sorted(suffixes, key=len, reverse=True):
+        if value.endswith(suffix):
+            return float(value[:-len(suffix)]) * suffixes[suffix]
+    return float(value)
+
+
+def _stuck_status(container: dict[str, Any], pod_spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The status of a pod that will never run here, in a kubelet's and a scheduler's words:
+    requests beyond the node (Unschedulable), or an image it cannot pull. None: it runs."""
+    requests_ = {}
+    for item in pod_spec.get("containers") or []:
+        for resource, amount in ((item.get("resources") or {}).get("requests") or {}).items():
+            requests_[resource] = requests_.get(resource, 0.0) + _quantity(amount)
+    short = [resource for resource, capacity in NODE_ALLOCATABLE.items()
+             if requests_.get(resource, 0.0) > capacity]
+    if short:
+        return {"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/1 nodes are available: " + ", ".join(
+                f"1 Insufficient {resource}" for resource in short) + ". preemption: 0/1 "
+                "nodes are available: 1 No preemption victims found for incoming pod."}]}
+    image = str(container.get("image") or "")
+    registry = _registry(image).split(":")[0]
+    if registry.endswith(".invalid"):
+        return {"phase": "Pending", "hostIP": "127.0.0.1", "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Ready", "status": "False", "reason": "ContainersNotReady",
+             "message": "containers with unready status: [server]"}],
+            "containerStatuses": [{
+                "name": container.get("name", "server"), "ready": False, "restartCount": 0,
+                "image": image, "state": {"waiting": {
+                    "reason": "ErrImagePull",
+                    "message": f'failed to pull and unpack image "{image}": failed to resolve '
+                               f"reference \"{image}\": dial tcp: lookup {registry}: no such "
+                               "host"}}}]}
+    return None

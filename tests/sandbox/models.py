@@ -1,8 +1,9 @@
-"""Model files for the sandbox: a good model, a retrained good one, and three bad ones.
+"""Model files for the sandbox: a good model, a retrained good one, and four bad ones.
 
 Each bad model is bad in one way the analysis must catch: `FaultyClassifier` fails a share of
 requests (5xx), `SlowClassifier` answers late, and a constant classifier shifts the predicted
-classes. The faulty and slow ones are our own types, so the ModelDeployment must list them in
+classes; a crashing one kills the server that loads it (its pods never become ready). The
+faulty, slow and crashing ones are our own types, so the ModelDeployment must list them in
 trustedTypes (skops refuses unknown types) and the serving processes must be able to import
 this module (the kubelet stand-in puts tests/ on their PYTHONPATH).
 """
@@ -10,6 +11,8 @@ this module (the kubelet stand-in puts tests/ on their PYTHONPATH).
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 
 FAULTY_TYPE = "sandbox.models.FaultyClassifier"
 SLOW_TYPE = "sandbox.models.SlowClassifier"
+CRASH_TYPE = "sandbox.models.CrashingClassifier"
 
 
 class FaultyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
@@ -93,6 +97,25 @@ class ModelFile:
         return spec
 
 
+class CrashingClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """Kills the server that loads it, as a model whose native code crashes would: loading
+    it (skops restores it through __setstate__) writes one line to stderr and exits 3."""
+
+    def __init__(self, inner: Any = None) -> None:
+        self.inner = inner
+
+    def fit(self, x: Any, y: Any) -> CrashingClassifier:
+        self.inner.fit(x, y)
+        self.classes_ = self.inner.classes_
+        return self
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        sys.stderr.write("fatal: CrashingClassifier cannot run in this process "
+                         "(the sandbox's crashing model)\n")
+        sys.stderr.flush()
+        os._exit(3)
+
+
 def iris_rows() -> Any:
     return load_iris().data
 
@@ -111,6 +134,9 @@ def build(directory: Path) -> dict[str, ModelFile]:
         "v3-slow": (SlowClassifier(LogisticRegression(max_iter=500), delay=0.1).fit(x, y),
                     (SLOW_TYPE,)),
         "v3-shifted": (DummyClassifier(strategy="constant", constant=0).fit(x, y), ()),
+        # exits as the server loads it: its pods crash-loop and never become ready
+        "v3-crash": (CrashingClassifier(LogisticRegression(max_iter=500)).fit(x, y),
+                     (CRASH_TYPE,)),
     }
     files = {}
     for name, (model, trusted) in models.items():

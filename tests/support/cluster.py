@@ -7,7 +7,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from modelgate.k8s import ApiException, PodAddress
+from modelgate.k8s import ApiException, PodAddress, ServingPods
 
 
 class FakeCluster:
@@ -20,6 +20,8 @@ class FakeCluster:
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
         self.services: dict[tuple[str, str], dict[str, Any]] = {}
         self.pods: list[PodAddress] = []
+        self.pod_problems: dict[str, str] = {}
+        """By role: why that arm's pods are not ready (as Cluster.serving_pods reads it)."""
         self.statuses: list[dict[str, Any]] = []
         self.events: list[str] = []
         self.changed_since_read = False
@@ -47,8 +49,8 @@ class FakeCluster:
         metadata = body["metadata"]
         self.services[(metadata["namespace"], metadata["name"])] = copy.deepcopy(dict(body))
 
-    def ready_pods(self, namespace: str, name: str) -> list[PodAddress]:
-        return list(self.pods)
+    def serving_pods(self, namespace: str, name: str) -> ServingPods:
+        return ServingPods(ready=list(self.pods), problems=dict(self.pod_problems))
 
     def find_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         found = self.model_deployments.get((namespace, name))

@@ -156,6 +156,8 @@ TABLE = [
                                               thresholdRange={"max": 1})]),
         "cel", "spec.analysis.provider.type"),
     Bad("name-too-long", set_("metadata.name", "m" * 60), "cel", "metadata.name"),
+    Bad("dotted-name", set_("metadata.name", "iris.v2"), "cel", "metadata.name"),
+    Bad("digit-led-name", set_("metadata.name", "2iris"), "cel", "metadata.name"),
     Bad("env-value-and-value-from",
         set_("spec.serving.env", [{"name": "TOKEN", "value": "x",
                                    "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),

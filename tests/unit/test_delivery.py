@@ -49,8 +49,11 @@ _VERBS = {"read": "get", "get": "get", "list": "list", "create": "create", "patc
 _RESOURCES = {"deployment": ("apps", "deployments"), "service": ("", "services"),
               "pod": ("", "pods"), "event": ("", "events"),
               "custom_object": ("modelgate.dev", "modeldeployments")}
-KOPF_NEEDS = {("modelgate.dev", "modeldeployments", "watch")}
-"""What kopf itself calls on the resource it serves (it lists and watches ModelDeployments)."""
+KOPF_NEEDS = {("modelgate.dev", "modeldeployments", "watch"),
+              ("modelgate.dev", "modeldeployments/finalizers", "update")}
+"""What kopf itself calls on the resource it serves (it lists and watches ModelDeployments),
+and what the API server checks for the children's owner references with blockOwnerDeletion
+(OwnerReferencesPermissionEnforcement: update on the owner's finalizers)."""
 KOPF_CLUSTER_WIDE = {("apiextensions.k8s.io", "customresourcedefinitions", "list"),
                      ("apiextensions.k8s.io", "customresourcedefinitions", "watch")}
 

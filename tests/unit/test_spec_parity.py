@@ -247,7 +247,9 @@ def generate(seed: int, count: int) -> list[dict[str, Any]]:
         spec = generator.value(spec_schema)
         if rng.random() < 0.75:
             spec = near_miss(rng, spec)
-        name = rng.choice(["iris", "m" * 52, "m" * 53, "a-b.c"])
+        # valid names mostly; near misses: too long, dotted, digit-led, a trailing '-'
+        name = rng.choice(["iris", "m" * 52, "a", "iris-v2"]) if rng.random() < 0.8 \
+            else rng.choice(["m" * 53, "a-b.c", "2iris", "iris-"])
         objects.append({"apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelDeployment",
                         "metadata": {"name": name, "namespace": "default"}, "spec": spec})
     return objects

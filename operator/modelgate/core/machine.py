@@ -126,6 +126,33 @@ def decide_conflict(state: RolloutState, observed: Observed, conflicts: list[str
                     keep_children=True)
 
 
+def note_refused_writes(decision: Decision, refusals: list[str], now: float,
+                        generation: int) -> Decision:
+    """The children's writes the API server refused this tick (each naming the object, the
+    verb and the server's message), in a WritesAccepted condition and a Warning Event per new
+    refusal; the decision stands, since its other writes went ahead. A tick with none sets
+    WritesAccepted True again (with an Event if it was False)."""
+    state = decision.state
+    previous = summary.status_of(state.conditions, "WritesAccepted")
+    before = previous.message if previous is not None and previous.status == "False" else ""
+    if refusals:
+        message = "; ".join(refusals)
+        events = tuple(Event("WriteRefused", refusal, warning=True)
+                       for refusal in refusals if refusal not in before)
+        conditions = _set_condition(state.conditions, "WritesAccepted", False, "WriteRefused",
+                                    message, now, generation)
+    elif previous is None or previous.status == "True":
+        return decision
+    else:
+        events = (Event("WritesAccepted", "the API server accepts the children's writes "
+                        "again"),)
+        conditions = _set_condition(state.conditions, "WritesAccepted", True, "Accepted",
+                                    "every write to the children was accepted", now,
+                                    generation)
+    return replace(decision, state=replace(state, conditions=conditions),
+                   events=(*decision.events, *events))
+
+
 def decide(spec: ModelDeploymentSpec, state: RolloutState, observed: Observed,
            now: float) -> Decision:
     """One tick of the rollout of a valid spec."""
@@ -501,6 +528,10 @@ class _Tick:
             check = step_check(step, canary, self.observed, self.record, self.total, self.now,
                                self.spec.name)
             if not check.done:
+                if isinstance(step, SetWeight) and self.past_deadline(canary):
+                    self.step_failed(self.not_ready(
+                        f"canary {canary.model.version}'s pods were not ready", "canary"))
+                    return
                 self.progress_message(index, step, check.waiting)
                 return
             if isinstance(step, AnalysisGate) and self.record is not None:
@@ -509,6 +540,24 @@ class _Tick:
             self.emit("StepCompleted", f"step {index + 1}/{len(steps)} "
                       f"({program.describe(step)}) done")
         self.every_step_done()
+
+    def past_deadline(self, canary: CanaryState) -> bool:
+        """The current step (or promotion) has waited for pods longer than progressDeadline."""
+        return self.now - canary.step_started_at > self.spec.rollout.progress_deadline_seconds
+
+    def not_ready(self, what: str, role: str) -> str:
+        """Why a step failed its progress deadline, with the cause its pods show."""
+        deadline = format_seconds(self.spec.rollout.progress_deadline_seconds)
+        cause = self.observed.pod_problems.get(role)
+        return (f"{what} within the progress deadline ({deadline}): "
+                f"{cause or 'no pod reports why'}")
+
+    def step_failed(self, reason: str) -> None:
+        """A step that cannot succeed: rolled back, or held under onFailure: pause."""
+        if self.spec.rollout.on_failure is OnFailure.PAUSE:
+            self.hold(f"held for a person (onFailure: pause): {reason}", "ProgressDeadlineExceeded")
+            return
+        self.roll_back(reason, Outcome.ROLLED_BACK)
 
     def every_step_done(self) -> None:
         canary = self.running_canary()
@@ -555,7 +604,8 @@ class _Tick:
     def begin_promotion(self, why: str) -> None:
         canary = self.state.canary
         assert canary is not None
-        self.put_canary(replace(canary, promoting=True, held=None))
+        # the promotion's own clock, for its progress deadline
+        self.put_canary(replace(canary, promoting=True, held=None, step_started_at=self.now))
         message = f"promoting version {canary.model.version}: {why}"
         self.emit("Promoting", message)
         self.report(Phase.PROGRESSING, message, "Promoting")
@@ -582,6 +632,12 @@ class _Tick:
             self.condition("RolledBack", False, "Promoted", f"version {canary.model.version} "
                            "promoted")
             self.healthy()
+            return
+        if self.past_deadline(canary):
+            # a held promotion would leave stable half rolled: this one always rolls back
+            self.roll_back(self.not_ready(f"stable's rolling update to version "
+                                          f"{canary.model.version} was not done", "stable"),
+                           Outcome.ROLLED_BACK)
             return
         updated = arm.updated if arm is not None else 0
         message = (f"promoting version {canary.model.version}: stable rolling update, "

@@ -185,6 +185,9 @@ def deployment(spec: ModelDeploymentSpec, owner: Owner, role: str, model: ModelS
         # Loading (and downloading) a model may take a while: readiness waits for it, liveness
         # only asks whether the process answers.
         "readinessProbe": probe,
+        # a crash's last log lines in the pod's status (lastState.terminated.message), where
+        # the operator reads why a canary never became ready without reading logs
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"},
                           "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3},
         "resources": {key: dict(values) for key, values in (

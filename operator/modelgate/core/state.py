@@ -186,6 +186,10 @@ class Observed:
     canary: ArmObserved | None = None
     scrape: ScrapeResult | None = None
     """Present when the machine asked for a scrape (see machine.wants_scrape)."""
+    pod_problems: Mapping[str, str] = field(default_factory=dict)
+    """Why an arm's pods are not ready, by role ("stable", "canary"), in the words of their
+    status (ImagePullBackOff, CrashLoopBackOff and the last log line, Pending and the
+    scheduler's reason); read while a canary is in flight and an arm waits for its pods."""
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,9 @@ class RolloutSpec:
     steps: tuple[Step, ...]
     promotion: Promotion = Promotion.AUTOMATIC
     on_failure: OnFailure = OnFailure.ROLLBACK
+    progress_deadline_seconds: float = 600.0
+    """How long a setWeight step may wait for the canary's pods to be ready, and promotion
+    for stable's rolling update, before the step has failed (spec.rollout.progressDeadline)."""
 
 
 @dataclass(frozen=True)

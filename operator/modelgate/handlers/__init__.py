@@ -52,7 +52,13 @@ def register(operator: OperatorSettings, registry: kopf.OperatorRegistry) -> Non
             # neither lists namespaces nor watches CRDs (the namespaced RBAC grants neither).
             settings.scanning.disabled = True
         logging.getLogger("kopf.objects").addFilter(_quiet_timer_success)
+        # A watch that stops delivering (a half-open connection, a proxy that keeps it open
+        # silently) is noticed: the server ends each watch after server_timeout, and the
+        # client gives up on one that outlives it by a minute; kopf then lists and watches
+        # again. Decisions never rest on the watch alone: each tick re-reads its object.
         settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 360
+        settings.watching.connect_timeout = 30
         settings.execution.max_workers = 8
         if operator.metrics_port:
             start_http_server(operator.metrics_port)

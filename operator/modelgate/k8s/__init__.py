@@ -36,6 +36,15 @@ class PodAddress:
     spec.serving.port while a serving change is canaried); None if it declares none."""
 
 
+@dataclass(frozen=True)
+class ServingPods:
+    """Both arms' pods from one list call: the ready ones, and why an arm's others are not."""
+
+    ready: list[PodAddress]
+    problems: dict[str, str]
+    """By role: the first not-ready pod's cause (deployments.pod_problem), "and N more"."""
+
+
 class ConfigError(Exception):
     """No usable kubeconfig (missing file, unknown context, ...)."""
 
@@ -225,10 +234,16 @@ class Cluster:
 
     def ready_pods(self, namespace: str, name: str) -> list[PodAddress]:
         """Ready serving pods of both arms, with their addresses, from the API."""
+        return self.serving_pods(namespace, name).ready
+
+    def serving_pods(self, namespace: str, name: str) -> ServingPods:
+        """Both arms' pods in one list: the ready ones with their addresses, and for each arm
+        why its other pods are not ready, from their status (no read per pod)."""
         selector = ",".join(f"{key}={value}" for key, value in manifests.selector(name).items())
         pods = self._call("list", self.core.list_namespaced_pod, namespace,
                           label_selector=selector)
         result = []
+        problems: dict[str, list[str]] = {}
         for pod in pods.get("items", []):
             metadata = pod.get("metadata") or {}
             status = pod.get("status") or {}
@@ -239,7 +254,15 @@ class Cluster:
                     and not metadata.get("deletionTimestamp"):
                 result.append(PodAddress(name=metadata["name"], role=role, ip=status["podIP"],
                                          port=_http_port(pod)))
-        return result
+            elif role in (manifests.STABLE, manifests.CANARY) and \
+                    not metadata.get("deletionTimestamp"):
+                problem = deployments.pod_problem(pod)
+                if problem:
+                    problems.setdefault(role, []).append(problem)
+        return ServingPods(ready=result, problems={
+            role: found[0] + (f" (and {len(found) - 1} more not ready)" if len(found) > 1
+                              else "")
+            for role, found in problems.items()})
 
 
 def _http_port(pod: Mapping[str, Any]) -> int | None:
@@ -264,4 +287,4 @@ def _refuse_unowned(kind: str, existing: Mapping[str, Any] | None,
 
 
 __all__ = ["ApiException", "Cluster", "ConfigError", "NotOwnedError", "PodAddress",
-           "load_config"]
+           "ServingPods", "load_config"]
