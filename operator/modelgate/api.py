@@ -592,9 +592,11 @@ def _analysis(reader: _Reader, obj: Mapping[str, Any], path: str) -> AnalysisSpe
                     "least one interval")
     min_samples = _int(reader.integer(obj, "minSamples", path, default=defaults.min_samples,
                                       minimum=1, maximum=1_000_000))
-    provider = _provider(reader, reader.mapping(obj, "provider", path) or {}, f"{path}.provider")
-    if provider.timeout_seconds >= interval:
-        timeout_text = _show((obj.get("provider") or {}).get("timeout", "5s"))
+    given = reader.mapping(obj, "provider", path)
+    provider = _provider(reader, given or {}, f"{path}.provider")
+    # a provider that is not a mapping is already refused: no timeout of its own to compare
+    if provider.timeout_seconds >= interval and (given or obj.get("provider") is None):
+        timeout_text = _show((given or {}).get("timeout", "5s"))
         reader.fail(f"{path}.provider.timeout", f"{timeout_text} is not "
                     f"shorter than analysis.interval; a scrape must end before the next begins")
     metrics = _metrics(reader, obj, path, min_samples, provider)
