@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from modelgate.core.durations import DURATION_RE, kubernetes_seconds, parse_duration  # noqa: F401 (re-exported)
 from modelgate.core.types import (
     DEFAULT_LATENCY_QUANTILE,
+    DEFAULT_REGISTRY_ALIAS,
     DEFAULT_TOLERANCES,
     AnalysisGate,
     AnalysisSpec,
@@ -38,6 +39,7 @@ from modelgate.core.types import (
     Promotion,
     ProviderSpec,
     ProviderType,
+    RegistrySpec,
     Resources,
     RolloutSpec,
     RouterSpec,
@@ -46,6 +48,7 @@ from modelgate.core.types import (
     SetWeight,
     Step,
     ThresholdRange,
+    WriteBackSpec,
 )
 
 MAX_NAME_LENGTH = 52
@@ -68,7 +71,11 @@ QUERY_VARIABLES = frozenset({"name", "namespace", "version", "interval"})
 _MODEL_FIELDS = ("version", "uri", "sha256", "format", "trusted", "trustedTypes")
 _KEY_REF_FIELDS = ("name", "key")
 FIELDS: dict[str, tuple[str, ...]] = {
-    "spec": ("model", "baseline", "serving", "rollout", "analysis", "trafficRouter"),
+    "spec": ("model", "baseline", "registry", "serving", "rollout", "analysis",
+             "trafficRouter"),
+    "spec.registry": ("trackingUri", "tokenSecretRef", "writeBack"),
+    "spec.registry.tokenSecretRef": _KEY_REF_FIELDS,
+    "spec.registry.writeBack": ("enabled", "alias"),
     "spec.model": ("name", *_MODEL_FIELDS),
     "spec.baseline": _MODEL_FIELDS,
     "spec.serving": ("image", "imagePullPolicy", "replicas", "port", "workers", "resources",
@@ -98,7 +105,13 @@ them equal to the CRD's properties."""
 VERSION_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 MODEL_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
 METRIC_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-URI_RE = re.compile(r"^(file|https?)://\S+$")
+REGISTRY_URI_PATTERN = (r"models:/[A-Za-z0-9][-A-Za-z0-9_.]{0,127}"
+                        r"(/[1-9][0-9]{0,9}|@[A-Za-z][-A-Za-z0-9_]{0,127})")
+"""`models:/<name>/<version>` or `models:/<name>@<alias>` (MLflow's model registry)."""
+URI_RE = re.compile(rf"^((file|https?)://\S+|{REGISTRY_URI_PATTERN})$")
+TRACKING_URI_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s?#@]*)?$")
+"""An MLflow tracking server's base URL: no credentials, query or fragment."""
+ALIAS_RE = re.compile(r"^[A-Za-z][-A-Za-z0-9_]{0,127}$")
 USERINFO_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]*@")
 """A URI with credentials before the host (`https://user:password@host/...`)."""
 HTTP_URL_RE = re.compile(r"^https?://\S+$")
@@ -323,6 +336,8 @@ def parse(resource: Mapping[str, Any]) -> ModelDeploymentSpec:
     spec_path = "spec"
     reader.only(spec, spec_path, "spec")
     model, model_name, baseline = _models(reader, spec, name)
+    registry = _registry(reader, reader.mapping(spec, "registry", spec_path) or {},
+                         "spec.registry")
     serving = _serving(reader, reader.mapping(spec, "serving", spec_path) or {}, "spec.serving")
     analysis = _analysis(reader, reader.mapping(spec, "analysis", spec_path) or {},
                          "spec.analysis")
@@ -338,7 +353,36 @@ def parse(resource: Mapping[str, Any]) -> ModelDeploymentSpec:
     return ModelDeploymentSpec(
         name=name, namespace=namespace, model_name=model_name or name, model=model,
         baseline=baseline, serving=serving, rollout=rollout, analysis=analysis, router=router,
+        registry=registry,
     )
+
+
+def _registry(reader: _Reader, obj: Mapping[str, Any], path: str) -> RegistrySpec:
+    reader.only(obj, path, "spec.registry")
+    tracking_uri = reader.string(obj, "trackingUri", path, pattern=TRACKING_URI_RE,
+                                 max_length=2048,
+                                 hint="the http:// or https:// base URL of the MLflow tracking "
+                                      "server, without credentials, query or fragment")
+    token_ref = None
+    ref_obj = reader.mapping(obj, "tokenSecretRef", path)
+    if ref_obj is not None:
+        ref_path = f"{path}.tokenSecretRef"
+        reader.only(ref_obj, ref_path, "spec.registry.tokenSecretRef")
+        ref_name = reader.string(ref_obj, "name", ref_path, required=True, max_length=253)
+        ref_key = reader.string(ref_obj, "key", ref_path, required=True, max_length=253)
+        if ref_name and ref_key:
+            token_ref = KeyRef(kind="secret", name=ref_name, key=ref_key)
+    write_obj = reader.mapping(obj, "writeBack", path) or {}
+    write_path = f"{path}.writeBack"
+    reader.only(write_obj, write_path, "spec.registry.writeBack")
+    write_back = WriteBackSpec(
+        enabled=reader.boolean(write_obj, "enabled", write_path, default=False),
+        alias=reader.string(write_obj, "alias", write_path, default=DEFAULT_REGISTRY_ALIAS,
+                            pattern=ALIAS_RE, max_length=128,
+                            hint="a letter, then letters, digits, '-' and '_'")
+        or DEFAULT_REGISTRY_ALIAS)
+    return RegistrySpec(tracking_uri=tracking_uri, token_secret_ref=token_ref,
+                        write_back=write_back)
 
 
 def _metadata(reader: _Reader, resource: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -391,7 +435,8 @@ def _model_source(reader: _Reader, obj: Mapping[str, Any], path: str) -> ModelSo
         uri = ""
     else:
         uri = reader.string(obj, "uri", path, required=True, pattern=URI_RE, max_length=2048,
-                            hint="use file://, http:// or https://") or ""
+                            hint="use file://, http://, https:// or models:/<name>/<version> "
+                                 "(models:/<name>@<alias>)") or ""
     sha256 = reader.string(obj, "sha256", path, pattern=SHA256_RE,
                            hint="64 lowercase hex characters")
     model_format = reader.choice(obj, "format", path, ModelFormat, ModelFormat.SKOPS)
@@ -547,9 +592,11 @@ def _analysis(reader: _Reader, obj: Mapping[str, Any], path: str) -> AnalysisSpe
                     "least one interval")
     min_samples = _int(reader.integer(obj, "minSamples", path, default=defaults.min_samples,
                                       minimum=1, maximum=1_000_000))
-    provider = _provider(reader, reader.mapping(obj, "provider", path) or {}, f"{path}.provider")
-    if provider.timeout_seconds >= interval:
-        timeout_text = _show((obj.get("provider") or {}).get("timeout", "5s"))
+    given = reader.mapping(obj, "provider", path)
+    provider = _provider(reader, given or {}, f"{path}.provider")
+    # a provider that is not a mapping is already refused: no timeout of its own to compare
+    if provider.timeout_seconds >= interval and (given or obj.get("provider") is None):
+        timeout_text = _show((given or {}).get("timeout", "5s"))
         reader.fail(f"{path}.provider.timeout", f"{timeout_text} is not "
                     f"shorter than analysis.interval; a scrape must end before the next begins")
     metrics = _metrics(reader, obj, path, min_samples, provider)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from modelgate import api, control_annotations, deployments, status
+from modelgate import api, control_annotations, deployments, registry, registry_sync, status
 from modelgate import operator_metrics as metrics
 from modelgate.core import machine, manifests
 from modelgate.core.analysis import AnalysisRecord
@@ -140,6 +140,12 @@ def _reconcile_once(cluster: ClusterCalls, settings: OperatorSettings, body: Map
     if conflicts:
         held = machine.decide_conflict(state, observed, conflicts, now)
         return _write(cluster, body, held.state, None, now, held.events)
+    try:
+        spec, registry_status, resolved_events = registry_sync.resolve_models(
+            settings, spec, body, now)
+    except registry.RegistryError as exc:
+        held = machine.decide_unresolved(state, observed, exc.reason, exc.message, now)
+        return _write(cluster, body, held.state, None, now, held.events)
     scrape_due = machine.wants_scrape(spec, state, now)
     pods = cluster.serving_pods(namespace, name) \
         if scrape_due or _waits_for_pods(state, observed) else None
@@ -152,9 +158,14 @@ def _reconcile_once(cluster: ClusterCalls, settings: OperatorSettings, body: Map
     refusals, corrected = _ensure_children(cluster, spec, body, decision, existing,
                                            existing_service)
     decision = machine.note_refused_writes(decision, refusals, now, observed.generation)
-    events = (*decision.events, *corrected)
+    # After the children: the registry learns of a decision already acted on, and a registry
+    # that is down only leaves the write-back pending (status says so) for the next tick.
+    registry_status, written_events = registry_sync.write_back(
+        settings, spec, body, decision.state, decision.record, registry_status, now)
+    events = (*resolved_events, *decision.events, *corrected, *written_events)
     _count(events, namespace, name)
-    return _write(cluster, body, decision.state, decision.record, now, events)
+    return _write(cluster, body, decision.state, decision.record, now, events,
+                  registry_status=registry_status)
 
 
 def _waits_for_pods(state: RolloutState, observed: Observed) -> bool:
@@ -337,7 +348,8 @@ def _count(events: tuple[Event, ...], namespace: str, name: str) -> None:
 
 
 def _write(cluster: ClusterCalls, body: Mapping[str, Any], state: RolloutState,
-           record: AnalysisRecord | None, now: float, events: tuple[Event, ...]) -> TickResult:
+           record: AnalysisRecord | None, now: float, events: tuple[Event, ...], *,
+           registry_status: Mapping[str, Any] | None = None) -> TickResult:
     """Write the whole status once, then post the tick's Events.
 
     The status write carries the resourceVersion the tick decided from: if the object changed
@@ -346,6 +358,8 @@ def _write(cluster: ClusterCalls, body: Mapping[str, Any], state: RolloutState,
     decision that was dropped posts none and none is posted twice; an operator that dies
     between the two loses that tick's Events (status, the truth, has what they said)."""
     new_status = status.status_from_state(state, record, judged_at=now)
+    if registry_status:
+        new_status["registry"] = dict(registry_status)
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
     try:

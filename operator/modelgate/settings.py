@@ -61,6 +61,19 @@ class OperatorSettings:
     prometheus_ca_file: str = ""
     """PEM file of CA certificates trusted for https Prometheus addresses, besides the
     system's (mount a Secret or ConfigMap there). Empty (the default): the system's only."""
+    mlflow_tracking_uri: str = ""
+    """Base URL of the MLflow tracking server that models:/ URIs are resolved against when a
+    spec names none (spec.registry.trackingUri). Empty (the default): specs must name one."""
+    mlflow_token_file: str = ""
+    """File holding the bearer token sent to MLflow (mount a Secret there); read at every
+    call and never logged. Empty (the default): no token."""
+    mlflow_token_addresses: tuple[str, ...] = ()
+    """MLflow base URLs the token is sent to, comma-separated, exactly as the setting above or
+    specs write them; to no other. Empty (the default): to MODELGATE_OPERATOR_MLFLOW_TRACKING_URI
+    only."""
+    mlflow_timeout_seconds: float = 10.0
+    """Seconds one call to MLflow may take (default 10), the model file's download when it is
+    resolved included; a write-back that times out is retried at the next tick."""
 
     def image_allowed(self, image: str) -> bool:
         """True when the allowlist is empty or `image` matches one of its patterns."""

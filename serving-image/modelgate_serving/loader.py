@@ -58,6 +58,9 @@ def _fetch_http(uri: str, settings: Settings) -> bytes:
     with requests.Session() as session:
         session.mount("http://", HTTPAdapter(max_retries=retry))
         session.mount("https://", HTTPAdapter(max_retries=retry))
+        if settings.download_token:
+            # a registry's bearer token; never in a message (errors name the exception type only)
+            session.headers["Authorization"] = f"Bearer {settings.download_token}"
         try:
             with session.get(uri, stream=True, timeout=settings.download_timeout) as response:
                 if response.status_code != 200:

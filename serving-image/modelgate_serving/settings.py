@@ -84,6 +84,9 @@ class Settings:
     """Seconds to wait for a model server to connect or send data. Default 60."""
     download_retries: int = 3
     """Retries of a failed model download (connection errors, 429 and 5xx). Default 3."""
+    download_token: str | None = field(default=None, repr=False)
+    """Bearer token sent with an http(s) model download (from a Secret; the operator sets it
+    from spec.registry.tokenSecretRef for models:/ URIs); never logged. Default none."""
     shutdown_timeout: float = 25.0
     """Seconds in-flight requests may take to finish after SIGTERM. Default 25 (under
     Kubernetes' default grace period of 30)."""
@@ -193,6 +196,7 @@ FLAGS: dict[str, tuple[str, object]] = {
     "--max-model-bytes": ("max_model_bytes", _positive_int),
     "--download-timeout": ("download_timeout", parse_seconds),
     "--download-retries": ("download_retries", int),
+    "--download-token": ("download_token", str),
     "--shutdown-timeout": ("shutdown_timeout", parse_seconds),
     "--max-rows": ("max_rows", _positive_int),
     "--feedback-key": ("feedback_key", str),

@@ -116,6 +116,11 @@ class _Files(http.server.BaseHTTPRequestHandler):
             self.send_response(503)
             self.end_headers()
             return
+        if self.path.startswith("/token") and \
+                self.headers.get("Authorization") != "Bearer s3cret-token":
+            self.send_response(401)
+            self.end_headers()
+            return
         if self.path.startswith("/missing"):
             self.send_response(404)
             self.end_headers()
@@ -154,6 +159,18 @@ def test_http_size_limit_and_errors_name_the_problem(file_server: str) -> None:
                      Settings(model_uri="-", max_model_bytes=100))
     with pytest.raises(loader.LoadError, match="HTTP 404"):
         loader.fetch(f"{file_server}/missing.skops", Settings(model_uri="-"))
+
+
+def test_a_download_token_is_sent_as_a_bearer_and_never_shown(file_server: str,
+                                                             models) -> None:
+    settings = Settings(model_uri=f"{file_server}/token/iris.skops",
+                        sha256=models["classifier"].sha256, download_token="s3cret-token")
+    assert loader.load_model(settings)[1] == models["classifier"].sha256
+    assert "s3cret-token" not in repr(settings)
+    with pytest.raises(loader.LoadError, match="HTTP 401") as refused:
+        loader.fetch(f"{file_server}/token/iris.skops",
+                     Settings(model_uri="-", download_token="wrong-token"))
+    assert "wrong-token" not in str(refused.value)
 
 
 def test_credentials_in_a_uri_never_reach_messages(file_server: str) -> None:

@@ -43,7 +43,9 @@ STRINGS = ["", "x", "a" * 64, "A" * 64, "MODELGATE_X", "modelgate_x", "http://m/
            "file:///m/1", "file:///models/iris/2/model.skops", "ftp://m", "https://u:p@h/m",
            "{{pod}}", "up{v='{{ version }}'}", "{{namespaces}}", "{{ name }}", "500m", "1Gi",
            "1e1.5", "512Mi", "prometheus", "podScrape", "joblib", "skops", "latency",
-           "errorRate", "accuracy", "manual", "Never", "v1", "2"]
+           "errorRate", "accuracy", "manual", "Never", "v1", "2", "models:/iris/7",
+           "models:/iris@champion", "models:/iris/0", "models:/iris", "http://mlflow:5000",
+           "production"]
 QUANTITIES = ["1", 1, 0, "500m", "0.5", "1Gi", "1024Mi", "1e3", "2k", "1e1.5", "1.5Gi", "1e40",
               "1e30", "-1", ".5", "1E-3", "999999999999999999999"]
 RESOURCE_NAMES = ["cpu", "memory", "nvidia.com/gpu"]

@@ -83,6 +83,32 @@ def decide_invalid(state: RolloutState, observed: Observed, problems: list[str],
                         keep_children=True)
 
 
+REGISTRY_CONDITION = "ModelResolved"
+"""False while a models:/ URI of the spec cannot be resolved (reason says why)."""
+REGISTRY_REASONS = ("RegistryNotConfigured", "RegistryUnavailable", "ModelNotFound",
+                    "AliasNotFound", "PickleNotTrusted", "NoModelFile", "DigestMismatch",
+                    "UnsupportedArtifactStore", "ModelTooLarge")
+"""The reasons decide_unresolved is called with (modelgate.registry's)."""
+
+
+def decide_unresolved(state: RolloutState, observed: Observed, reason: str, message: str,
+                      now: float) -> Decision:
+    """A models:/ URI of the spec cannot be resolved now (an unknown model, version or alias,
+    an untrusted pickle, a digest mismatch, the registry down): say which and why, and leave
+    what is serving as it is. The next tick tries again, so it resumes when fixed."""
+    message = "the model cannot be resolved: " + message
+    events = () if state.phase is Phase.DEGRADED and state.message == message else (
+        Event(reason, message, warning=True),)
+    conditions = _set_condition(state.conditions, REGISTRY_CONDITION, False, reason, message,
+                                now, observed.generation)
+    conditions = summary.summarize(conditions, Phase.DEGRADED, reason, message, (0, 0),
+                                   now, observed.generation)
+    new_state = replace(state, phase=Phase.DEGRADED, message=message,
+                        observed_generation=observed.generation, conditions=conditions)
+    return Decision(state=new_state, stable=None, canary=None, events=events,
+                    keep_children=True)
+
+
 def decide_conflict(state: RolloutState, observed: Observed, conflicts: list[str],
                     now: float) -> Decision:
     """Children's names are taken by objects modelgate does not control: touch nothing, hold
@@ -165,7 +191,8 @@ class _Tick:
         hold goes on; `default` when there is none (or it is not one of `allowed`)."""
         stalled = summary.status_of(self.state.conditions, summary.STALLED)
         if stalled is None or stalled.status != "True" or stalled.reason in (
-                "InvalidSpec", "NameConflict") or (allowed and stalled.reason not in allowed):
+                "InvalidSpec", "NameConflict", *REGISTRY_REASONS) or (
+                allowed and stalled.reason not in allowed):
             return default
         return stalled.reason
 
@@ -200,6 +227,11 @@ class _Tick:
         if any(c.type == "SpecValid" and c.status == "False" for c in self.state.conditions):
             self.emit("SpecValid", "the spec is valid again")
         self.condition("SpecValid", True, "Valid", "the spec is valid")
+        if any(c.type == REGISTRY_CONDITION and c.status == "False"
+               for c in self.state.conditions):
+            self.emit("ModelResolved", "the model's registry URI resolves again")
+            self.condition(REGISTRY_CONDITION, True, "Resolved",
+                           "every models:/ URI of the spec is resolved")
         if any(c.type == "NamesAvailable" and c.status == "False"
                for c in self.state.conditions):
             self.emit("NameConflictResolved", "the children's names are free or ours again")

@@ -153,6 +153,10 @@ def _server_env(spec: ModelDeploymentSpec, model: ModelSource,
     }
     env: list[dict[str, Any]] = [{"name": key, "value": value}
                                  for key, value in settings.items() if value is not None]
+    token = spec.registry.token_secret_ref
+    if token is not None:  # the registry's token, for the pods' download (never a literal)
+        env.append({"name": "MODELGATE_DOWNLOAD_TOKEN", "valueFrom": {
+            "secretKeyRef": {"name": token.name, "key": token.key}}})
     for variable in serving.env:
         if variable.value_from is not None:
             ref_kind = ("secretKeyRef" if variable.value_from.kind == "secret"

@@ -273,6 +273,53 @@ class AnalysisSpec:
     """True when the spec listed no metrics and the built-in defaults were used."""
 
 
+DEFAULT_REGISTRY_ALIAS = "production"
+
+
+@dataclass(frozen=True)
+class WriteBackSpec:
+    """What the model registry is told of rollout decisions (off by default)."""
+
+    enabled: bool = False
+    alias: str = DEFAULT_REGISTRY_ALIAS
+    """The registry alias moved to each promoted version."""
+
+
+@dataclass(frozen=True)
+class RegistrySpec:
+    """The MLflow tracking server that `models:/` URIs are resolved against."""
+
+    tracking_uri: str | None = None
+    """Base URL; None: the operator's MODELGATE_OPERATOR_MLFLOW_TRACKING_URI."""
+    token_secret_ref: KeyRef | None = None
+    """Secret key holding the bearer token the serving pods send with their download."""
+    write_back: WriteBackSpec = WriteBackSpec()
+
+
+@dataclass(frozen=True)
+class RegistryModel:
+    """A `models:/<name>/<version>` or `models:/<name>@<alias>` URI, parsed."""
+
+    name: str
+    version: str | None = None
+    alias: str | None = None
+
+
+REGISTRY_SCHEME = "models:/"
+
+
+def registry_model(uri: str) -> RegistryModel | None:
+    """The registry model a `models:/` URI names; None for a file or http(s) URI."""
+    if not uri.startswith(REGISTRY_SCHEME):
+        return None
+    rest = uri[len(REGISTRY_SCHEME):]
+    if "@" in rest:
+        name, _, alias = rest.rpartition("@")
+        return RegistryModel(name=name, alias=alias)
+    name, _, version = rest.rpartition("/")
+    return RegistryModel(name=name, version=version)
+
+
 @dataclass(frozen=True)
 class RouterSpec:
     """How traffic is split."""
@@ -294,5 +341,6 @@ class ModelDeploymentSpec:
     serving: ServingSpec = ServingSpec()
     router: RouterSpec = RouterSpec()
     baseline: ModelSource | None = None
+    registry: RegistrySpec = RegistrySpec()
     namespace: str | None = field(default=None, compare=False)
 
