@@ -11,30 +11,19 @@ import copy
 import datetime
 import hashlib
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from support.kubectl import Kubectl
+from support.waiting import wait_for
 
 pytestmark = [pytest.mark.kubectl, pytest.mark.xdist_group("kubectl")]
 
 REFUSALS = "sandbox-admission-refusals"
 """tests/sandbox/admission.py's switch: a ConfigMap of admission refusals."""
-
-
-def wait_for(what: str, condition: Callable[[], Any], timeout: float = 180) -> Any:
-    """Poll until `condition` returns something truthy; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        seen = condition()
-        if seen:
-            return seen
-        time.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 @pytest.fixture

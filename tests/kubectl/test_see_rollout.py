@@ -11,14 +11,14 @@ import re
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from support.kubectl import Kubectl
 from support.tapes import Arm, make_tape
+from support.waiting import wait_for
 
 from modelgate import control_annotations
 
@@ -29,18 +29,6 @@ pytestmark = [pytest.mark.kubectl, pytest.mark.xdist_group("kubectl-watch")]
 NAME = "watched"
 TMUX = shutil.which("tmux")
 BIN = Path(sys.executable).parent
-
-
-def wait_for(what: str, condition: Callable[[], str | None], timeout: float = 240) -> str:
-    """Poll until `condition` returns text; fail naming `what` and the last thing seen."""
-    deadline = time.monotonic() + timeout
-    seen = None
-    while time.monotonic() < deadline:
-        seen = condition()
-        if seen is not None:
-            return seen
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 class Terminal:

@@ -397,6 +397,12 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
 
     # --- writes ------------------------------------------------------------------------
 
+    def _conflict(self, request: rendering.Request) -> aiohttp.web.Response:
+        """409 for a write that names a resourceVersion other than the stored one."""
+        return _status(409, "Conflict", f'Operation cannot be fulfilled on '
+                       f'{self._qualified(request)} "{request.name}": the object has been '
+                       "modified; please apply your changes to the latest version and try again")
+
     def _admit(self, request: rendering.Request, obj: dict[str, Any],
                old: dict[str, Any] | None = None) -> tuple[dict[str, Any] | None,
                                                             aiohttp.web.Response | None,
@@ -524,10 +530,7 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             elif isinstance(patch, dict):
                 wanted_version = (patch.get("metadata") or {}).get("resourceVersion")
                 if wanted_version and wanted_version != current["metadata"]["resourceVersion"]:
-                    return _status(409, "Conflict", f'Operation cannot be fulfilled on '
-                                   f'{self._qualified(request)} "{request.name}": the object '
-                                   "has been modified; please apply your changes to the "
-                                   "latest version and try again")
+                    return self._conflict(request)
                 if request.method == enums.method.PUT:
                     changed = copy.deepcopy(patch)
                 elif content_type == "application/strategic-merge-patch+json":
@@ -615,10 +618,7 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
                 return _status(422, "Invalid", f"the JSON patch failed: {exc}")
             version = (wanted.get("metadata") or {}).get("resourceVersion")
             if version and version != current["metadata"]["resourceVersion"]:
-                return _status(409, "Conflict", f'Operation cannot be fulfilled on '
-                               f'{self._qualified(request)} "{request.name}": the object has '
-                               "been modified; please apply your changes to the latest "
-                               "version and try again")
+                return self._conflict(request)
             replicas = (wanted.get("spec") or {}).get("replicas")
             if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
                 return _status(422, "Invalid", f"spec.replicas: Invalid value: {replicas!r}: "
