@@ -33,6 +33,7 @@ from modelgate.core.types import (
     ModelDeploymentSpec,
     ModelFormat,
     ModelSource,
+    NotificationsSpec,
     OnFailure,
     OnInconclusive,
     Pause,
@@ -48,8 +49,11 @@ from modelgate.core.types import (
     SetWeight,
     Step,
     ThresholdRange,
+    WebhookFormat,
+    WebhookSpec,
     WriteBackSpec,
 )
+from modelgate.core.webhooks import TRANSITIONS
 
 MAX_NAME_LENGTH = 52
 """Children are named <name>-stable / <name>-canary and must fit a 63-character label."""
@@ -71,8 +75,10 @@ QUERY_VARIABLES = frozenset({"name", "namespace", "version", "interval"})
 _MODEL_FIELDS = ("version", "uri", "sha256", "format", "trusted", "trustedTypes")
 _KEY_REF_FIELDS = ("name", "key")
 FIELDS: dict[str, tuple[str, ...]] = {
-    "spec": ("model", "baseline", "registry", "serving", "rollout", "analysis",
-             "trafficRouter"),
+    "spec": ("model", "baseline", "registry", "notifications", "serving", "rollout",
+             "analysis", "trafficRouter"),
+    "spec.notifications": ("webhooks",),
+    "spec.notifications.webhooks[*]": ("name", "url", "format", "body", "transitions"),
     "spec.registry": ("trackingUri", "tokenSecretRef", "writeBack"),
     "spec.registry.tokenSecretRef": _KEY_REF_FIELDS,
     "spec.registry.writeBack": ("enabled", "alias"),
@@ -338,6 +344,8 @@ def parse(resource: Mapping[str, Any]) -> ModelDeploymentSpec:
     model, model_name, baseline = _models(reader, spec, name)
     registry = _registry(reader, reader.mapping(spec, "registry", spec_path) or {},
                          "spec.registry")
+    notifications = _notifications(reader, reader.mapping(spec, "notifications", spec_path)
+                                   or {}, "spec.notifications")
     serving = _serving(reader, reader.mapping(spec, "serving", spec_path) or {}, "spec.serving")
     analysis = _analysis(reader, reader.mapping(spec, "analysis", spec_path) or {},
                          "spec.analysis")
@@ -353,7 +361,7 @@ def parse(resource: Mapping[str, Any]) -> ModelDeploymentSpec:
     return ModelDeploymentSpec(
         name=name, namespace=namespace, model_name=model_name or name, model=model,
         baseline=baseline, serving=serving, rollout=rollout, analysis=analysis, router=router,
-        registry=registry,
+        registry=registry, notifications=notifications,
     )
 
 
@@ -383,6 +391,44 @@ def _registry(reader: _Reader, obj: Mapping[str, Any], path: str) -> RegistrySpe
         or DEFAULT_REGISTRY_ALIAS)
     return RegistrySpec(tracking_uri=tracking_uri, token_secret_ref=token_ref,
                         write_back=write_back)
+
+
+WEBHOOK_URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s#@]*)?$")
+WEBHOOK_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _notifications(reader: _Reader, obj: Mapping[str, Any], path: str) -> NotificationsSpec:
+    reader.only(obj, path, "spec.notifications")
+    webhooks: list[WebhookSpec] = []
+    for item_path, item in reader.each_mapping(obj, "webhooks", path, max_items=8):
+        reader.only(item, item_path, "spec.notifications.webhooks[*]")
+        name = reader.string(item, "name", item_path, required=True, pattern=WEBHOOK_NAME_RE,
+                             max_length=63, hint="lowercase letters, digits and '-'")
+        url = reader.string(item, "url", item_path, required=True, pattern=WEBHOOK_URL_RE,
+                            max_length=2048, hint="an http:// or https:// URL without "
+                            "credentials or fragment")
+        form = reader.choice(item, "format", item_path, WebhookFormat, WebhookFormat.JSON)
+        template = reader.string(item, "body", item_path, max_length=16384)
+        # A template's variables and JSON are checked when a delivery is made (the CRD
+        # cannot check them, and a bad template must not hold the rollout): the delivery
+        # fails with the reason, in status and a warning Event.
+        if template is not None and form is WebhookFormat.SLACK:
+            reader.fail(f"{item_path}.body", "a body template is for format json; format "
+                        "slack sends its own message")
+        transitions: list[str] = []
+        for transition_path, transition in reader.items(item, "transitions", item_path,
+                                                        max_items=16):
+            if transition not in TRANSITIONS:
+                reader.fail(transition_path, f"{_show(transition)} is not one of "
+                            f"{', '.join(TRANSITIONS)}")
+            else:
+                transitions.append(transition)
+        if name and any(webhook.name == name for webhook in webhooks):
+            reader.fail(f"{item_path}.name", f"{_show(name)} names another webhook too")
+        elif name and url:
+            webhooks.append(WebhookSpec(name=name, url=url, format=form, body=template,
+                                        transitions=tuple(transitions)))
+    return NotificationsSpec(webhooks=tuple(webhooks))
 
 
 def _metadata(reader: _Reader, resource: Mapping[str, Any]) -> tuple[str, str | None]:

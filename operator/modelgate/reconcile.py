@@ -15,7 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from modelgate import api, control_annotations, deployments, registry, registry_sync, status
+from modelgate import (
+    api,
+    control_annotations,
+    deployments,
+    notifications,
+    registry,
+    registry_sync,
+    status,
+)
 from modelgate import operator_metrics as metrics
 from modelgate.core import machine, manifests
 from modelgate.core.analysis import AnalysisRecord
@@ -163,9 +171,17 @@ def _reconcile_once(cluster: ClusterCalls, settings: OperatorSettings, body: Map
     registry_status, written_events = registry_sync.write_back(
         settings, spec, body, decision.state, decision.record, registry_status, now)
     events = (*resolved_events, *decision.events, *corrected, *written_events)
+    # Webhooks: this tick's transitions become pending deliveries in status; only once that
+    # status is written are the due ones handed to the background worker, so a refused write
+    # delivers nothing and a slow webhook never holds the tick.
+    notifications_status, notified_events = notifications.record(
+        spec, body, events, decision.state, decision.record, status.to_time(now), now)
+    events = (*events, *notified_events)
     _count(events, namespace, name)
-    return _write(cluster, body, decision.state, decision.record, now, events,
-                  registry_status=registry_status)
+    result = _write(cluster, body, decision.state, decision.record, now, events,
+                    registry_status=registry_status, notifications_status=notifications_status)
+    notifications.dispatch(spec, notifications_status, now)
+    return result
 
 
 def _waits_for_pods(state: RolloutState, observed: Observed) -> bool:
@@ -349,7 +365,8 @@ def _count(events: tuple[Event, ...], namespace: str, name: str) -> None:
 
 def _write(cluster: ClusterCalls, body: Mapping[str, Any], state: RolloutState,
            record: AnalysisRecord | None, now: float, events: tuple[Event, ...], *,
-           registry_status: Mapping[str, Any] | None = None) -> TickResult:
+           registry_status: Mapping[str, Any] | None = None,
+           notifications_status: Mapping[str, Any] | None = None) -> TickResult:
     """Write the whole status once, then post the tick's Events.
 
     The status write carries the resourceVersion the tick decided from: if the object changed
@@ -360,6 +377,8 @@ def _write(cluster: ClusterCalls, body: Mapping[str, Any], state: RolloutState,
     new_status = status.status_from_state(state, record, judged_at=now)
     if registry_status:
         new_status["registry"] = dict(registry_status)
+    if notifications_status:
+        new_status["notifications"] = dict(notifications_status)
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
     try:

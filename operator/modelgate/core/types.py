@@ -296,6 +296,35 @@ class RegistrySpec:
     write_back: WriteBackSpec = WriteBackSpec()
 
 
+class WebhookFormat(str, Enum):
+    """The body a webhook is sent (spec.notifications.webhooks[].format)."""
+
+    JSON = "json"
+    """The payload as JSON, or the body template rendered from it."""
+    SLACK = "slack"
+    """A Slack incoming-webhook message ({"text": ...})."""
+
+
+@dataclass(frozen=True)
+class WebhookSpec:
+    """One webhook called on rollout transitions."""
+
+    name: str
+    url: str
+    format: WebhookFormat = WebhookFormat.JSON
+    body: str | None = None
+    """A string.Template rendered from the payload's fields; None: the payload itself."""
+    transitions: tuple[str, ...] = ()
+    """The transitions (Event reasons) it is called for; empty: every transition."""
+
+
+@dataclass(frozen=True)
+class NotificationsSpec:
+    """Webhooks told of rollout transitions (none by default)."""
+
+    webhooks: tuple[WebhookSpec, ...] = ()
+
+
 @dataclass(frozen=True)
 class RegistryModel:
     """A `models:/<name>/<version>` or `models:/<name>@<alias>` URI, parsed."""
@@ -342,5 +371,6 @@ class ModelDeploymentSpec:
     router: RouterSpec = RouterSpec()
     baseline: ModelSource | None = None
     registry: RegistrySpec = RegistrySpec()
+    notifications: NotificationsSpec = NotificationsSpec()
     namespace: str | None = field(default=None, compare=False)
 
