@@ -183,7 +183,10 @@ class Deliverer:
     def _run(self) -> None:
         while True:
             job = self._queue.get()
-            result = send(job)
+            try:
+                result = send(job)
+            except Exception as exc:  # the worker must outlive any one job
+                result = Answer(job.attempt, False, f"not sent ({type(exc).__name__})")
             with self._lock:
                 self._in_flight.discard(job.key)
                 self._answers[job.key] = result
