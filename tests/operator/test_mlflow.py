@@ -96,7 +96,7 @@ def test_a_registered_version_is_canaried_promoted_and_the_alias_moves_once(
     assert tags["modelgate.decision"] == "promoted"
     assert tags["modelgate.deployment"] == f"{sandbox.get(name)['metadata']['namespace']}/{name}"
     assert tags["modelgate.decided_at"] == status["history"][-1]["at"]
-    assert "ModelResolved" in sandbox.event_reasons(name)
+    sandbox.wait_events(name, "ModelResolved")
 
     # moving the alias in the registry changes nothing: git declares what serves
     mlflow.set_alias(name, "champion", first)
@@ -172,8 +172,9 @@ def test_bad_registry_input_holds_with_the_reason_and_resumes_when_fixed(
     status = sandbox.wait(name, unresolved("PickleNotTrusted"), timeout=30)
     assert "trusted: true" in status["message"]
     only_stable_serves(sandbox, name, "v1")
-    assert {"ModelNotFound", "AliasNotFound", "DigestMismatch", "PickleNotTrusted"} <= set(
-        sandbox.event_reasons(name))
+    # Events follow the status that records them: wait for the last one's
+    sandbox.wait_events(name, "ModelNotFound", "AliasNotFound", "DigestMismatch",
+                        "PickleNotTrusted")
 
     # MLflow down while a new URI is resolved: held; back up: the rollout resumes
     mlflow_server.stop(mlflow)
@@ -186,7 +187,7 @@ def test_bad_registry_input_holds_with_the_reason_and_resumes_when_fixed(
     status = sandbox.wait(name, lambda s: (s.get("canary") or {}).get("version") == "v2",
                           timeout=60, what="canary v2 once MLflow is back")
     assert resolved(status, "v2")["sha256"] == sandbox.models["v2"].sha256
-    assert "ModelResolved" in sandbox.event_reasons(name)
+    sandbox.wait_events(name, "ModelResolved")
 
     # the pickle, opted in: served as joblib, and said so
     declare({"version": "v5", "uri": f"models:/{name}/{pickle_version}", "trusted": True})
@@ -194,7 +195,7 @@ def test_bad_registry_input_holds_with_the_reason_and_resumes_when_fixed(
                           timeout=60, what="canary v5 from the trusted pickle")
     assert resolved(status, "v5")["format"] == "joblib"
     assert status["canary"]["format"] == "joblib"
-    assert "PickleModelTrusted" in sandbox.event_reasons(name)
+    sandbox.wait_events(name, "PickleModelTrusted")
     eventually(lambda: sandbox.kubelet.ready_endpoints(
         {"app.kubernetes.io/instance": name, "modelgate.dev/version": "v5"}),
         timeout=60, what="a ready pod serving the pickle")
