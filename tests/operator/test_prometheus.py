@@ -63,7 +63,7 @@ def analysis(address: str, **overrides: Any) -> dict[str, Any]:
 
 
 def ready_pods(sandbox: Sandbox, name: str) -> list[PodAddress]:
-    return Cluster(sandbox.api).ready_pods(NAMESPACE, name)
+    return Cluster(sandbox.api).serving_pods(NAMESPACE, name).ready
 
 
 def canary_in_prometheus(prometheus: prom.Prometheus, name: str) -> Any:

@@ -232,10 +232,6 @@ class Cluster:
                             **body["spec"]["selector"]}}},
                        _content_type=MERGE_PATCH, field_manager=deployments.FIELD_MANAGER)
 
-    def ready_pods(self, namespace: str, name: str) -> list[PodAddress]:
-        """Ready serving pods of both arms, with their addresses, from the API."""
-        return self.serving_pods(namespace, name).ready
-
     def serving_pods(self, namespace: str, name: str) -> ServingPods:
         """Both arms' pods in one list: the ready ones with their addresses, and for each arm
         why its other pods are not ready, from their status (no read per pod)."""
@@ -250,12 +246,13 @@ class Cluster:
             role = (metadata.get("labels") or {}).get(manifests.ROLE_LABEL)
             ready = any(condition.get("type") == "Ready" and condition.get("status") == "True"
                         for condition in status.get("conditions") or [])
-            if ready and status.get("podIP") and role in (manifests.STABLE, manifests.CANARY) \
-                    and not metadata.get("deletionTimestamp"):
+            if role not in (manifests.STABLE, manifests.CANARY) or \
+                    metadata.get("deletionTimestamp"):
+                continue
+            if ready and status.get("podIP"):
                 result.append(PodAddress(name=metadata["name"], role=role, ip=status["podIP"],
                                          port=_http_port(pod)))
-            elif role in (manifests.STABLE, manifests.CANARY) and \
-                    not metadata.get("deletionTimestamp"):
+            else:
                 problem = deployments.pod_problem(pod)
                 if problem:
                     problems.setdefault(role, []).append(problem)
